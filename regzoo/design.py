@@ -1,0 +1,190 @@
+"""RegNet design-space math: a frozen config and pure functions from it to per-stage specs.
+
+A RegNet is a point (w0, wa, wm, depth, group_size, bottle_ratio) of the design space of
+"Designing Network Design Spaces" (Radosavovic et al. 2020, https://arxiv.org/abs/2003.13678).
+Per-block widths follow the quantized linear rule
+
+    u_j = w0 + wa * j                        (continuous widths, j = 0 .. depth-1)
+    s_j = round(log(u_j / w0) / log(wm))     (the stage each block belongs to)
+    w_j = q * round(w0 * wm**s_j / q)        (quantized to multiples of q = 8)
+
+and blocks of equal width form a stage. Widths are then made compatible with the group width
+(Appendix D of the paper): the bottleneck width must be a multiple of the group width.
+Two roundings exist in the wild and give different networks for three of the published sizes:
+pycls/timm round to the *nearest* multiple; torchvision never goes below 90% of the original
+(``group_min_ratio=0.9``, the ``_tv`` variants).
+
+Nothing here builds a module: ``make_stages`` is the single source of widths, depths, strides
+and groups for the model, the complexity counter and the design-space sampler.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+ACTIVATIONS = ('relu', 'silu', 'gelu')
+NORMS = ('batchnorm',)
+DOWNSAMPLES = ('conv1x1', 'avg', None)
+OUTPUT_STRIDES = (8, 16, 32)
+WIDTH_QUANTUM = 8  # the paper's q: every per-block width is a multiple of 8
+
+
+@dataclass(frozen=True)
+class RegNetCfg:
+    """One point of the RegNet design space plus the block options around it.
+
+    Overrides go through ``dataclasses.replace`` (or ``cfg.replace(...)``): an unknown field raises.
+    """
+    depth: int                     # total number of blocks, d
+    w0: int                        # initial width, a multiple of 8
+    wa: float                      # width slope
+    wm: float                      # width multiplier between stages (> 1)
+    group_size: int                # channels per group in the 3x3 conv (the paper's g)
+    bottle_ratio: float = 1.0      # bottleneck width / block width (the paper's b; RegNetZ uses 4)
+    se_ratio: float = 0.0          # SE width / *block input* width; 0 disables SE (X), 0.25 for Y
+    group_min_ratio: float = 0.0   # 0: pycls rounding; 0.9: torchvision make-divisible rounding
+    stem_width: int = 32
+    downsample: str | None = 'conv1x1'  # shortcut projection; None: no shortcut where shapes change
+    linear_out: bool = False       # no activation after the residual add (RegNetZ)
+    preact: bool = False           # pre-activation blocks (RegNetV)
+    num_features: int = 0          # width of an extra 1x1 conv before the head; 0: none
+    act: str = 'relu'
+    norm: str = 'batchnorm'
+
+    def __post_init__(self):
+        def fail(field: str, why: str):
+            raise ValueError(f'RegNetCfg.{field}={getattr(self, field)!r} is invalid: {why}')
+
+        _check_int(self, 'depth'), _check_int(self, 'w0'), _check_int(self, 'group_size')
+        _check_int(self, 'stem_width'), _check_int(self, 'num_features')
+        if self.depth < 1:
+            fail('depth', 'must be >= 1')
+        if self.w0 <= 0 or self.w0 % WIDTH_QUANTUM:
+            fail('w0', f'must be > 0 and a multiple of {WIDTH_QUANTUM}')
+        if not self.wa >= 0:
+            fail('wa', 'must be >= 0')
+        if not self.wm > 1:
+            fail('wm', 'must be > 1')
+        if self.group_size < 1:
+            fail('group_size', 'must be >= 1')
+        if not self.bottle_ratio > 0 or (self.bottle_ratio > 1 and self.bottle_ratio % 1):
+            fail('bottle_ratio', 'must be > 0, and a whole number when > 1')
+        if not 0 <= self.se_ratio < 1:
+            fail('se_ratio', 'must be in [0, 1)')
+        if not 0 <= self.group_min_ratio < 1:
+            fail('group_min_ratio', 'must be in [0, 1): 0 for pycls rounding, 0.9 for torchvision')
+        if self.stem_width < 1:
+            fail('stem_width', 'must be >= 1')
+        if self.num_features < 0:
+            fail('num_features', 'must be >= 0')
+        if self.downsample not in DOWNSAMPLES:
+            fail('downsample', f'must be one of {DOWNSAMPLES}')
+        if self.act not in ACTIVATIONS:
+            fail('act', f'must be one of {ACTIVATIONS}')
+        if self.norm not in NORMS:
+            fail('norm', f'must be one of {NORMS}')
+
+    def replace(self, **changes) -> RegNetCfg:
+        """A copy with ``changes`` applied; unknown fields raise TypeError naming them."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f'RegNetCfg has no field(s) {unknown}')
+        return dataclasses.replace(self, **changes)
+
+
+def _check_int(cfg: RegNetCfg, field: str) -> None:
+    value = getattr(cfg, field)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f'RegNetCfg.{field}={value!r} is invalid: must be an int')
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything needed to build one stage: ``depth`` blocks of ``width`` output channels."""
+    width: int
+    depth: int
+    stride: int
+    dilation: int
+    group_size: int
+    bottle_ratio: float
+
+    @property
+    def bottleneck_width(self) -> int:
+        return int(round(self.width * self.bottle_ratio))
+
+    @property
+    def groups(self) -> int:
+        return self.bottleneck_width // self.group_size
+
+
+def quantize_float(f: float, q: int) -> int:
+    """The nearest multiple of ``q`` (pycls rounding)."""
+    return int(round(f / q) * q)
+
+
+def make_divisible(v: float, divisor: int, round_limit: float = 0.9) -> int:
+    """The nearest multiple of ``divisor`` that is not below ``round_limit * v`` (torchvision rounding)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < round_limit * v:
+        new_v += divisor
+    return new_v
+
+
+def block_widths(wa: float, w0: int, wm: float, depth: int, q: int = WIDTH_QUANTUM) -> list[int]:
+    """Per-block widths from the quantized linear rule (pycls ``generate_regnet``)."""
+    widths = []
+    for j in range(depth):
+        exponent = round(math.log((w0 + wa * j) / w0) / math.log(wm))
+        widths.append(int(round(w0 * wm ** exponent / q) * q))
+    return widths
+
+
+def adjust_block_compatibility(
+        widths: list[int], bottle_ratios: list[float], group_sizes: list[int], group_min_ratio: float = 0.0,
+) -> tuple[list[int], list[int]]:
+    """Make each bottleneck width a multiple of its group size (and of the bottle ratio when > 1).
+
+    The group size is first capped at the bottleneck width. Returns (widths, group_sizes).
+    """
+    bottlenecks = [int(max(1, w * b)) for w, b in zip(widths, bottle_ratios)]
+    group_sizes = [min(g, v) for g, v in zip(group_sizes, bottlenecks)]
+    # with b > 1 the block width v / b must stay whole, so round to a multiple of lcm(g, b) (pycls)
+    multiples = [math.lcm(g, int(b)) if b > 1 else g for g, b in zip(group_sizes, bottle_ratios)]
+    if group_min_ratio:
+        bottlenecks = [make_divisible(v, m, group_min_ratio) for v, m in zip(bottlenecks, multiples)]
+    else:
+        bottlenecks = [max(m, quantize_float(v, m)) for v, m in zip(bottlenecks, multiples)]
+    widths = [int(v / b) for v, b in zip(bottlenecks, bottle_ratios)]
+    assert all(int(round(w * b)) % g == 0 for w, b, g in zip(widths, bottle_ratios, group_sizes))
+    return widths, group_sizes
+
+
+def stage_strides(num_stages: int, output_stride: int = 32, stem_stride: int = 2) -> list[tuple[int, int]]:
+    """(stride, dilation) per stage: stride 2 each until ``output_stride`` is reached, then dilate instead."""
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f'output_stride={output_stride!r} is invalid: must be one of {OUTPUT_STRIDES}')
+    out, net_stride, dilation = [], stem_stride, 1
+    for _ in range(num_stages):
+        if net_stride >= output_stride:
+            dilation *= 2
+            out.append((1, dilation))
+        else:
+            net_stride *= 2
+            out.append((2, dilation))
+    return out
+
+
+def make_stages(cfg: RegNetCfg, output_stride: int = 32) -> tuple[StageSpec, ...]:
+    """The per-stage specs of ``cfg``: blocks of equal width grouped into stages, widths made group-compatible."""
+    widths = block_widths(cfg.wa, cfg.w0, cfg.wm, cfg.depth)
+    stage_widths = sorted(set(widths))
+    stage_depths = [widths.count(w) for w in stage_widths]
+    n = len(stage_widths)
+    ratios = [cfg.bottle_ratio] * n
+    stage_widths, group_sizes = adjust_block_compatibility(
+        stage_widths, ratios, [cfg.group_size] * n, cfg.group_min_ratio)
+    return tuple(
+        StageSpec(width=w, depth=d, stride=s, dilation=dil, group_size=g, bottle_ratio=b)
+        for w, d, (s, dil), g, b in zip(
+            stage_widths, stage_depths, stage_strides(n, output_stride), group_sizes, ratios))
