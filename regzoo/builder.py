@@ -1,4 +1,8 @@
-"""One build pipeline for every registered model: check kwargs, resolve cfgs, build, load, wrap."""
+"""One build pipeline for every registered model: check kwargs, resolve cfgs, build, load, wrap.
+
+Weights load into the plain model *before* any features wrapper, so ``features_only=True`` works
+with ``pretrained=True`` and ``checkpoint_path=`` alike (timm #488, #2150).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -27,13 +31,41 @@ def _check_kwargs(arch: str, kwargs: dict) -> None:
 
 
 def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) -> nn.Module:
-    """Build ``arch`` from ``cfg``: RegNetCfg fields in kwargs override the cfg, the rest go to the model."""
+    """Build ``arch`` from ``cfg``.
+
+    RegNetCfg fields in ``kwargs`` override the cfg; ``pretrained_tag``/``pretrained_cfg_overlay``
+    pick the weight; ``checkpoint_path`` loads a local file or directory (any supported format);
+    ``features_only``/``out_indices`` wrap the loaded model as a feature extractor; the rest go to
+    ``RegNet``. Unknown keys raise a TypeError naming them.
+    """
     _check_kwargs(arch, kwargs)
     cfg = cfg.replace(**{k: kwargs.pop(k) for k in _CFG_FIELDS if k in kwargs})
-    build = {k: kwargs.pop(k) for k in _BUILD_KWARGS if k in kwargs}
+    tag = kwargs.pop('pretrained_tag', None)
+    overlay = kwargs.pop('pretrained_cfg_overlay', None)
+    checkpoint_path = kwargs.pop('checkpoint_path', None)
+    features_only = kwargs.pop('features_only', False)
+    out_indices = kwargs.pop('out_indices', None)
+    if out_indices is not None and not features_only:
+        raise TypeError(f'{arch}: out_indices is only valid with features_only=True')
     model_kwargs = {k: v for k, v in kwargs.items() if v is not None}
+
+    pretrained_cfg = None
+    if pretrained or tag or overlay:
+        from .pretrained import get_pretrained_cfg
+        pretrained_cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag else arch)
+        if overlay:
+            pretrained_cfg = pretrained_cfg.replace(**overlay)
+        model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
+
     model = RegNet(cfg, **model_kwargs)
-    model.pretrained_cfg = None
-    model.arch = arch
-    model.pretrained_tag = build.get('pretrained_tag')
+    model.pretrained_cfg = pretrained_cfg
+    if pretrained:
+        from .loading import load_pretrained
+        load_pretrained(model, pretrained_cfg)
+    if checkpoint_path:
+        from .loading import load_checkpoint
+        load_checkpoint(model, checkpoint_path)
+    if features_only:
+        from .features import FeatureListNet
+        model = FeatureListNet(model, out_indices)
     return model
