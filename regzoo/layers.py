@@ -106,7 +106,7 @@ def init_classifier(fc: nn.Linear) -> None:
     """
     gen = torch.Generator(device='cpu').manual_seed(0)
     with torch.no_grad():
-        fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen) * 0.01)
+        fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen, device='cpu') * 0.01)
         fc.bias.zero_()
 
 

@@ -65,6 +65,10 @@ class Registry:
             f'unknown model {name!r}' + (f'; did you mean {", ".join(map(repr, hint))}?' if hint else '')
             + " (see regzoo.list_models())")
 
+    def split(self, name: str) -> tuple[str, str | None]:
+        """Like ``split_model_name_tag``, but aliases containing dots ('RegNetY-3.2GF') stay whole."""
+        return (name, None) if name in self._aliases else split_model_name_tag(name)
+
     def entrypoint(self, name: str) -> Callable[..., nn.Module]:
         return self._entrypoints[self.resolve(name)]
 
@@ -110,13 +114,13 @@ def list_models(
 
 def is_model(name: str) -> bool:
     """True for a registered architecture or alias (a tag, if any, is ignored)."""
-    arch = split_model_name_tag(name)[0]
+    arch = REGISTRY.split(name)[0]
     return arch in REGISTRY.names() or arch in REGISTRY.aliases()
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     """The factory function of an architecture (tag ignored)."""
-    return REGISTRY.entrypoint(split_model_name_tag(name)[0])
+    return REGISTRY.entrypoint(REGISTRY.split(name)[0])
 
 
 def create_model(
@@ -135,7 +139,7 @@ def create_model(
             ``output_stride``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``,
             or any ``RegNetCfg`` field to override the architecture. Anything else raises.
     """
-    arch, tag = split_model_name_tag(model_name)
+    arch, tag = REGISTRY.split(model_name)
     fn = REGISTRY.entrypoint(arch)
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
