@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .design import RegNetCfg, StageSpec, make_stages
+from .features import OutIndices, feature_take_indices
 from .layers import ClassifierHead, ConvNormAct, DropPath, SqueezeExcite, create_act, create_norm
 
 
@@ -214,6 +215,9 @@ class RegNet(nn.Module):
             prev_width, stride = spec.width, stride * spec.stride
             self.feature_info.append(dict(num_chs=prev_width, reduction=stride, module=name))
 
+        # a plain list[str] attribute, not a property over feature_info: torch.jit.script can read it
+        self.stage_names = [f['module'] for f in self.feature_info[1:]]
+
         if cfg.num_features:
             self.final_conv = ConvNormAct(prev_width, cfg.num_features, 1, act=cfg.act, norm=cfg.norm)
             self.num_features = cfg.num_features
@@ -234,10 +238,6 @@ class RegNet(nn.Module):
                     nn.init.zeros_(m.bias)
             elif self.zero_init_last and isinstance(m, (Bottleneck, PreBottleneck)):
                 m.zero_init_last()
-
-    @property
-    def stage_names(self) -> list[str]:
-        return [f['module'] for f in self.feature_info[1:]]
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
@@ -262,10 +262,63 @@ class RegNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
-        for module in self.children():
-            if isinstance(module, RegStage):
+        # selected by name: torch.jit.script unrolls named_children() but evaluates isinstance(child, RegStage)
+        # to False, which silently skipped every stage
+        for name, module in self.named_children():
+            if name in self.stage_names:
                 x = module(x)
         return self.final_conv(x)
+
+    @torch.jit.ignore
+    def forward_intermediates(
+            self, x: torch.Tensor, indices: OutIndices = None, norm: bool = False, stop_early: bool = False,
+            output_fmt: str = 'NCHW', intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """The tap outputs (stem, s1..sN) selected by ``indices``, in depth order, and the final features.
+
+        timm's semantics: ``indices`` None -> every tap, int n -> the last n, a sequence -> those taps;
+        ``stop_early`` stops after the deepest selected tap (final features are then that tap's output);
+        ``norm`` is accepted for API compatibility (a RegNet has no final norm).
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt={output_fmt!r} is invalid: RegNet features are 'NCHW'")
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        trunk = [self.stem] + [getattr(self, name) for name in self.stage_names]
+        if stop_early:
+            trunk = trunk[:max_index + 1]
+        intermediates = []
+        for i, module in enumerate(trunk):
+            x = module(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if len(trunk) == len(self.feature_info):
+            x = self.final_conv(x)
+        return x, intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+            self, indices: OutIndices = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Replace the stages after the deepest tap in ``indices`` by Identity; returns the absolute indices kept.
+
+        As timm: the final conv (when it has weights) goes with the head or the norm, and whenever a stage is
+        cut; the head is reset to ``num_classes=0`` with no pooling when pruned or when the trunk was cut.
+        """
+        take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
+        last_tap = len(self.feature_info) - 1
+        prune_end = max_index < last_tap or ((prune_norm or prune_head) and isinstance(self.final_conv, ConvNormAct))
+        for name in self.stage_names[max_index:]:
+            setattr(self, name, nn.Identity())
+        if prune_end:
+            self.final_conv = nn.Identity()
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+            # the head was sized for the old final features; rebuild it (empty) for the new width
+            self.head = ClassifierHead(self.num_features, 0, '', self.drop_rate)
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)
