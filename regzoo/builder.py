@@ -10,7 +10,7 @@ import inspect
 
 import torch.nn as nn
 
-from .design import RegNetCfg
+from .design import RegNetCfg, make_stages
 from .registry import close_matches
 from .regnet import RegNet
 
@@ -38,6 +38,14 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     ``features_only``/``out_indices`` wrap the loaded model as a feature extractor; the rest go to
     ``RegNet``. Unknown keys raise a TypeError naming them.
     """
+    checkpoint = None
+    if kwargs.get('checkpoint_path'):
+        from .loading import read_checkpoint
+        checkpoint = read_checkpoint(kwargs['checkpoint_path'])
+        # a saved model keeps its head and its settings (timm config.json model_args) unless the call overrides them
+        for key, value in {**checkpoint.model_args, 'num_classes': checkpoint.num_classes()}.items():
+            if kwargs.get(key) is None:
+                kwargs[key] = value
     _check_kwargs(arch, kwargs)
     cfg = cfg.replace(**{k: kwargs.pop(k) for k in _CFG_FIELDS if k in kwargs})
     tag = kwargs.pop('pretrained_tag', None)
@@ -47,6 +55,10 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     out_indices = kwargs.pop('out_indices', None)
     if out_indices is not None and not features_only:
         raise TypeError(f'{arch}: out_indices is only valid with features_only=True')
+    if features_only:
+        # fail before reading or downloading weights for taps that cannot exist (stem + one per stage)
+        from .features import resolve_out_indices
+        resolve_out_indices(out_indices, len(make_stages(cfg)) + 1)
     model_kwargs = {k: v for k, v in kwargs.items() if v is not None}
 
     pretrained_cfg = None
@@ -58,13 +70,14 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
 
     model = RegNet(cfg, **model_kwargs)
-    model.pretrained_cfg = pretrained_cfg
+    model.pretrained_cfg = pretrained_cfg or (checkpoint and checkpoint.pretrained_cfg(arch))
+    model.arch = arch  # the registered name, also when built through an alias
     if pretrained:
         from .loading import load_pretrained
         load_pretrained(model, pretrained_cfg)
-    if checkpoint_path:
-        from .loading import load_checkpoint
-        load_checkpoint(model, checkpoint_path)
+    if checkpoint is not None:
+        from .loading import apply_checkpoint
+        apply_checkpoint(model, checkpoint)
     if features_only:
         from .features import FeatureListNet
         model = FeatureListNet(model, out_indices)

@@ -1,0 +1,170 @@
+"""The pretrained-weight table: schema, parity with timm's default_cfgs and torchvision's weight enums,
+published metrics against the reference table, and the lookup API."""
+import csv
+import dataclasses
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torchvision.models as tvm
+from timm.models import get_pretrained_cfg as timm_pretrained_cfg
+
+import regzoo
+from regzoo.convert import FORMATS
+from regzoo.pretrained import DEFAULT_TAGS, WEIGHTS, PretrainedCfg, url_hash_prefix
+from regzoo.registry import REGISTRY, natural_key, split_model_name_tag
+from regzoo.regnet import RegNet
+from regzoo.variants import MODEL_CFGS
+
+PUBLISHED_CSV = Path(__file__).resolve().parents[1] / 'results' / 'reference' / 'published.csv'
+ARCHS = regzoo.list_models()
+TIMM_TAGS = [f'{a}.{t}' for a in ARCHS for t in timm.models._registry._model_default_cfgs[a].tags]
+TV_V1 = {REGISTRY.resolve(n[:-len('_Weights')].lower()): getattr(tvm, n).IMAGENET1K_V1
+         for n in dir(tvm) if n.startswith('RegNet_') and hasattr(getattr(tvm, n), 'IMAGENET1K_V1')}
+# what timm's cfg dicts and ours share, compared field by field
+SHARED_FIELDS = ('num_classes', 'input_size', 'test_input_size', 'pool_size', 'crop_pct', 'test_crop_pct',
+                 'crop_mode', 'interpolation', 'mean', 'std', 'first_conv', 'classifier', 'license')
+
+
+@lru_cache(maxsize=None)
+def state_dict_shapes(arch: str) -> dict[str, tuple]:
+    with torch.device('meta'):  # shapes only: no memory (regnety_2560 has 1.3 B parameters)
+        return {k: tuple(v.shape) for k, v in RegNet(MODEL_CFGS[arch]).state_dict().items()}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_timm_tag_and_every_torchvision_v1_weight_is_present():
+    assert sorted(TIMM_TAGS) == sorted(n for n in WEIGHTS if not n.endswith('.tv_in1k'))
+    assert sorted(f'{a}.tv_in1k' for a in TV_V1) == sorted(n for n in WEIGHTS if n.endswith('.tv_in1k'))
+    assert len(TV_V1) == 14 and len(WEIGHTS) == len(TIMM_TAGS) + 14
+
+
+@pytest.mark.parametrize('name', TIMM_TAGS)
+def test_fields_match_timm(name):
+    ours, theirs = WEIGHTS[name], timm_pretrained_cfg(name)
+    for field in SHARED_FIELDS:
+        assert getattr(ours, field) == getattr(theirs, field), field
+    assert ours.hf_hub_id == theirs.hf_hub_id == f'timm/{name}'
+    if theirs.url:  # we add the pycls .pyth URLs timm leaves out; where timm has a URL, it is the same one
+        assert ours.url == theirs.url
+    if theirs.origin_url:
+        assert ours.origin_url == theirs.origin_url
+
+
+@pytest.mark.parametrize('arch', sorted(TV_V1))
+def test_tv_in1k_matches_torchvision(arch):
+    cfg, weights = WEIGHTS[f'{arch}.tv_in1k'], TV_V1[arch]
+    metrics = weights.meta['_metrics']['ImageNet-1K']
+    assert cfg.url == weights.url and cfg.hf_hub_id is None and cfg.source_format == 'torchvision'
+    assert (cfg.top1, cfg.top5) == (metrics['acc@1'], metrics['acc@5'])
+    transform = weights.transforms()
+    assert cfg.input_size[1:] == tuple(transform.crop_size) * 2
+    assert cfg.crop_pct == transform.crop_size[0] / transform.resize_size[0]
+    assert cfg.interpolation == transform.interpolation.value
+    assert cfg.num_classes == len(weights.meta['categories'])
+    assert weights.url.split('/')[-1].startswith(f"{weights.url.split('/')[-1].split('-')[0]}-{cfg.sha256}")
+
+
+@pytest.mark.parametrize('name', sorted(WEIGHTS))
+def test_schema(name):
+    cfg = WEIGHTS[name]
+    assert cfg.name == name and cfg.arch in MODEL_CFGS and re.fullmatch(r'[a-z0-9]+(_[a-z0-9]+)*', cfg.tag)
+    assert cfg.hf_hub_id or cfg.url, 'no source'
+    assert cfg.hf_hub_id in (None, f'timm/{name}')
+    assert cfg.url is None or cfg.url.startswith('https://')
+    assert cfg.sha256 is None or re.fullmatch(r'[0-9a-f]{8,64}', cfg.sha256)
+    assert cfg.sha256 == url_hash_prefix(cfg.url)  # the hash the URL's file name carries, when it carries one
+    assert cfg.file is None and cfg.source_format in FORMATS
+    for size in (cfg.input_size, cfg.test_input_size or cfg.input_size):
+        assert len(size) == 3 and size[0] == 3 and size[1] == size[2] and size[1] % 32 == 0
+    assert cfg.pool_size == (cfg.input_size[1] // 32,) * 2
+    for pct in (cfg.crop_pct, cfg.test_crop_pct or cfg.crop_pct):
+        assert 0.8 <= pct <= 1.0
+    assert cfg.crop_mode in ('center', 'squash', 'border') and cfg.interpolation in ('bicubic', 'bilinear')
+    assert len(cfg.mean) == len(cfg.std) == 3 and all(0 < s < 1 for s in cfg.std)
+    assert cfg.license and cfg.origin_url.startswith('https://github.com/')
+    assert {0: None, 1000: 'imagenet-1k', 11821: 'imagenet-12k'}[cfg.num_classes] == cfg.label_set
+    shapes = state_dict_shapes(cfg.arch)  # the real module names of this arch (timm #153: a wrong name crashes)
+    assert shapes[f'{cfg.first_conv}.weight'][1] == cfg.input_size[0]
+    assert f'{cfg.classifier}.weight' in shapes and f'{cfg.classifier}.bias' in shapes
+    if cfg.top1 is not None:
+        assert 60 < cfg.top1 < cfg.top5 < 100 and cfg.metrics_source
+    else:
+        assert cfg.top5 is None and cfg.metrics_source is None
+
+
+def test_each_arch_has_one_default_tag_the_same_as_timm():
+    assert sorted(DEFAULT_TAGS) == sorted(ARCHS)
+    for arch, tag in DEFAULT_TAGS.items():
+        assert f'{arch}.{tag}' in WEIGHTS
+        assert tag == timm.models._registry._model_default_cfgs[arch].tags[0]  # timm's default: its first tag
+        assert regzoo.get_pretrained_cfg(arch) is WEIGHTS[f'{arch}.{tag}']
+
+
+@pytest.mark.skipif(not PUBLISHED_CSV.is_file(), reason=f'{PUBLISHED_CSV} (reference table) not present')
+def test_published_metrics_match_the_reference_table():
+    rows = list(csv.DictReader(PUBLISHED_CSV.open()))
+    for row in rows:
+        assert f"{row['model']}.{row['tag']}" in WEIGHTS
+    for cfg in WEIGHTS.values():
+        eval_size = (cfg.test_input_size or cfg.input_size)[1]
+        timm_row = [r for r in rows if (r['model'], r['tag']) == (cfg.arch, cfg.tag) and int(r['img_size']) == eval_size
+                    and r['source'].endswith('results/results-imagenet.csv')]
+        if timm_row:  # the eval that used exactly this cfg wins
+            assert (cfg.top1, cfg.top5, cfg.metrics_source) == (
+                float(timm_row[0]['top1']), float(timm_row[0]['top5']), timm_row[0]['source']), cfg.name
+        elif cfg.top1 is not None:
+            assert any((r['model'], r['tag'], r['source']) == (cfg.arch, cfg.tag, cfg.metrics_source)
+                       and (float(r['top1']), float(r['top5'])) == (cfg.top1, cfg.top5)
+                       and int(r['img_size']) == eval_size for r in rows), cfg.name
+        else:  # no number: the reference table has none with an ImageNet-1k top-1 either
+            assert not any((r['model'], r['tag']) == (cfg.arch, cfg.tag) and r['top1'] for r in rows), cfg.name
+
+
+def test_get_pretrained_cfg_and_errors():
+    assert regzoo.get_pretrained_cfg('regnety_032.pycls_in1k').url.endswith('RegNetY-3.2GF_dds_8gpu.pyth')
+    with pytest.raises(ValueError, match='valid tags: pycls_in1k, ra_in1k, tv2_in1k, tv_in1k'):
+        regzoo.get_pretrained_cfg('regnety_032.in22k')
+    with pytest.raises(ValueError, match="no pretrained weights for 'regnety_03'.*regnety_032"):
+        regzoo.get_pretrained_cfg('regnety_03')
+    with pytest.raises(ValueError, match='valid tags'):
+        regzoo.create_model('regnetx_002.nope', pretrained=True)
+
+
+def test_list_pretrained_and_list_models_agree():
+    names = regzoo.list_pretrained()
+    assert names == regzoo.list_models(pretrained=True) and len(names) == len(WEIGHTS)
+    assert names == sorted(names, key=natural_key)
+    assert sorted(regzoo.list_pretrained('regnety_160.*')) == [
+        'regnety_160.deit_in1k', 'regnety_160.lion_in12k_ft_in1k', 'regnety_160.pycls_in1k',
+        'regnety_160.sw_in12k', 'regnety_160.sw_in12k_ft_in1k', 'regnety_160.swag_ft_in1k',
+        'regnety_160.swag_lc_in1k', 'regnety_160.tv2_in1k', 'regnety_160.tv_in1k']
+    assert all(split_model_name_tag(n)[1] == 'seer' for n in regzoo.list_pretrained('*.seer'))
+
+
+def test_cfg_is_frozen_and_replace_checks_fields():
+    cfg = WEIGHTS['regnetx_002.pycls_in1k']
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.num_classes = 10
+    assert cfg.replace(file='/x').file == '/x' and cfg.file is None
+    with pytest.raises(TypeError, match='no field'):
+        cfg.replace(filename='/x')
+    assert isinstance(cfg, PretrainedCfg)
+
+
+def test_tag_picks_num_classes_for_the_model():
+    # built on meta: only the head size matters here, and regnety_120 would cost real memory and time
+    with torch.device('meta'):
+        assert regzoo.create_model('regnety_120.sw_in12k').num_classes == 11821
+        assert regzoo.create_model('regnety_120.sw_in12k', num_classes=5).num_classes == 5
+        assert regzoo.create_model('regnety_320.seer').num_classes == 0

@@ -1,0 +1,109 @@
+"""save_pretrained: HF transformers and timm read back what we write, with the same logits."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+import transformers
+from safetensors.torch import load_file
+
+import regzoo
+from conftest import randomize_bn
+
+ATOL = 1e-4
+
+
+def _input() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def _ours(arch: str, **kwargs) -> regzoo.RegNet:
+    torch.manual_seed(0)
+    return randomize_bn(regzoo.create_model(arch, **kwargs)).eval()
+
+
+@pytest.mark.parametrize('arch, kwargs', [
+    ('regnety_002', dict(num_classes=10)),
+    ('regnetx_002', dict(num_classes=10)),
+    ('regnetx_004_tv', dict()),            # torchvision rounding: widths HF stores as-is
+    ('regnetx_002', dict(act='silu')),     # an X net with another activation: HF's hidden_act
+    ('regnety_002', dict(in_chans=1, num_classes=0)),
+])
+def test_hf_round_trip(arch, kwargs, tmp_path):
+    model = _ours(arch, **kwargs)
+    out = regzoo.save_pretrained(model, tmp_path / 'hf', format='hf')
+    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']  # nothing pickled
+    ref = transformers.RegNetForImageClassification.from_pretrained(out).eval()
+    x = _input()[:, :model.in_chans]
+    with torch.no_grad():
+        assert (ref(x).logits - model(x)).abs().max().item() <= ATOL
+    # and back: the HF directory loads into regzoo through the converter
+    again = regzoo.create_model(arch, checkpoint_path=str(out), **kwargs).eval()
+    with torch.no_grad():
+        assert (again(x) - model(x)).abs().max().item() <= ATOL
+
+
+def test_hf_config_carries_imagenet_labels(tmp_path):
+    model = regzoo.create_model('regnety_002.pycls_in1k').eval()  # cfg only: nothing is downloaded
+    config = json.loads((regzoo.save_pretrained(model, tmp_path, format='hf') / 'config.json').read_text())
+    assert config['id2label']['0'] == 'tench, Tinca tinca' and len(config['id2label']) == 1000
+    assert transformers.RegNetConfig.from_pretrained(tmp_path).num_labels == 1000
+
+
+@pytest.mark.parametrize('kwargs, why', [
+    (dict(downsample='avg'), r"downsample='avg'"),
+    (dict(output_stride=16), r'output_stride < 32'),
+    (dict(linear_out=True), r'linear_out=True'),
+    (dict(num_features=512), r'num_features=512'),
+    (dict(act='silu'), r"act='silu' with SE"),
+    (dict(se_ratio=0.5), r'se_ratio=0.5'),
+    (dict(global_pool='max'), r"global_pool='max'"),
+])
+def test_hf_refuses_what_its_config_cannot_express(kwargs, why, tmp_path):
+    model = regzoo.create_model('regnety_002', **kwargs)
+    with pytest.raises(ValueError, match=rf"HF transformers RegNetConfig cannot express this model: .*{why}"):
+        regzoo.save_pretrained(model, tmp_path, format='hf')
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_bad_arguments(tmp_path):
+    model = regzoo.create_model('regnetx_002')
+    with pytest.raises(ValueError, match=r"unknown format 'onnx'; valid: hf, timm"):
+        regzoo.save_pretrained(model, tmp_path, format='onnx')
+    features = regzoo.create_model('regnetx_002', features_only=True)
+    with pytest.raises(TypeError, match=r'needs a regzoo\.RegNet, got FeatureListNet'):
+        regzoo.save_pretrained(features, tmp_path)
+
+
+def test_timm_round_trip(tmp_path):
+    model = _ours('regnety_002', num_classes=10)
+    out = regzoo.save_pretrained(model, tmp_path / 'timm', format='timm')
+    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']
+    config = json.loads((out / 'config.json').read_text())
+    assert config['architecture'] == 'regnety_002'
+    assert (config['num_classes'], config['num_features']) == (10, 368)
+    assert config['pretrained_cfg']['num_classes'] == 10
+    assert (config['pretrained_cfg']['first_conv'], config['pretrained_cfg']['classifier']) == ('stem.conv', 'head.fc')
+    assert 'model_args' not in config
+    assert set(load_file(out / 'model.safetensors')) == set(model.state_dict())
+    x = _input()
+    with torch.no_grad():
+        ours = regzoo.create_model('regnety_002', num_classes=10, checkpoint_path=str(out)).eval()
+        assert (ours(x) - model(x)).abs().max().item() <= ATOL
+        ref = timm.create_model('regnety_002', pretrained=True, pretrained_cfg_overlay=dict(
+            file=str(out / 'model.safetensors'), num_classes=10)).eval()
+        assert (ref(x) - model(x)).abs().max().item() <= ATOL
+
+
+def test_timm_config_records_overrides_and_pretrained_cfg(tmp_path):
+    model = regzoo.create_model('regnety_002.pycls_in1k', in_chans=1, act='silu')
+    config = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
+    assert config['architecture'] == 'regnety_002'
+    assert config['model_args'] == {'act': 'silu', 'in_chans': 1}
+    cfg = config['pretrained_cfg']
+    assert cfg['tag'] == 'pycls_in1k' and cfg['input_size'][0] == 1
+    assert not {'hf_hub_id', 'url', 'file', 'sha256'} & set(cfg)  # the copy is not the hub's file
+    with pytest.raises(ValueError, match=r"unknown model 'regnety_02'; did you mean"):
+        regzoo.save_pretrained(model, tmp_path, format='timm', arch='regnety_02')
