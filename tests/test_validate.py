@@ -1,0 +1,271 @@
+"""validate.py end to end on a generated ImageFolder with a briefly trained checkpoint, checked image by image
+against an independent evaluation built from timm (timm model, timm transform, timm folder order)."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import timm.data
+import torch
+from PIL import Image, ImageDraw
+from safetensors.torch import load_file, save_file
+
+import regzoo
+from regzoo.datasets import label_names
+from regzoo.pretrained import WEIGHTS
+from regzoo.published import load_published
+from regzoo.validate_cli import build_parser, main, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200), (40, 200, 200))
+IMG = 32  # eval size: the learnable signal is colour, so tiny images suffice
+TIMM_CFG = dict(input_size=(3, IMG, IMG), crop_pct=0.875, interpolation='bicubic')
+
+
+def _image(k: int, rng: np.random.RandomState) -> Image.Image:
+    w, h = rng.randint(36, 60), rng.randint(36, 60)
+    base = np.array(COLOURS[k]) + rng.randint(-30, 30, 3)
+    img = Image.fromarray(np.clip(base + rng.randint(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8))
+    x, y = rng.randint(0, w // 2), rng.randint(0, h // 2)
+    ImageDraw.Draw(img).ellipse([x, y, x + w // 3, y + h // 3], fill=tuple(int(v) for v in rng.randint(0, 255, 3)))
+    return img
+
+
+def _write_split(root: Path, per_class: int, seed: int) -> Path:
+    rng = np.random.RandomState(seed)
+    for k in range(len(COLOURS)):
+        (root / f'class_{k}').mkdir(parents=True)
+        for i in range(per_class):
+            ext = ('.JPEG', '.png', '.jpg')[i % 3]  # several formats in one folder, as real data has
+            _image(k, rng).save(root / f'class_{k}' / f'{i}{ext}')
+    return root
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core box, 2 spinning threads make bs=1 runs ~25x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(val folder, checkpoint): regnetx_002 with a 6-class head, trained ~20 steps on another split."""
+    base = tmp_path_factory.mktemp('validate')
+    train_dir = _write_split(base / 'train', per_class=8, seed=0)
+    val_dir = _write_split(base / 'val', per_class=7, seed=1)
+    transform = timm.data.create_transform(**TIMM_CFG)
+    train = timm.data.ImageDataset(str(train_dir), transform=transform)
+    x = torch.stack([train[i][0] for i in range(len(train))])
+    y = torch.tensor([train[i][1] for i in range(len(train))])
+    torch.manual_seed(0)
+    model = regzoo.create_model('regnetx_002', num_classes=len(COLOURS))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(20):
+        idx = torch.randint(0, len(x), (24,))
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():  # settle BN running stats on the whole split (eval uses them)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model(x)
+    ckpt = base / 'regnetx_002_6cls.safetensors'
+    save_file(model.state_dict(), str(ckpt))
+    return val_dir, ckpt
+
+
+def _args(*argv: str):
+    return build_parser().parse_args(list(argv))
+
+
+def _run(val_dir, ckpt, *extra):
+    results, failures = validate(_args('--data-dir', str(val_dir), '--model', 'regnetx_002', '--checkpoint', str(ckpt),
+                                       '--img-size', str(IMG), '-j', '0', '--log-freq', '0', *extra))
+    assert not failures and len(results) == 1
+    return results[0]
+
+
+def _timm_reference(val_dir: Path, ckpt: Path) -> list[tuple[int, int, bool]]:
+    """Independent eval: timm's model, folder order and transform, one image at a time -> (target, top1, in top5)."""
+    model = timm.create_model('regnetx_002', num_classes=len(COLOURS))
+    model.load_state_dict(load_file(str(ckpt)))
+    model.eval()
+    dataset = timm.data.ImageDataset(str(val_dir), transform=timm.data.create_transform(**TIMM_CFG))
+    out = []
+    with torch.no_grad():
+        for i in range(len(dataset)):
+            image, target = dataset[i]
+            top5 = model(image[None]).topk(5, dim=1).indices[0].tolist()
+            out.append((target, top5[0], target in top5))
+    return out
+
+
+def test_validate_matches_independent_timm_eval_to_the_image(trained):
+    val_dir, ckpt = trained
+    result = _run(val_dir, ckpt, '-b', '8')
+    reference = _timm_reference(val_dir, ckpt)
+    assert result.num_images == len(reference) == 42 and result.num_skipped == 0
+    assert [(t, top[0]) for t, top in result.predictions] == [(t, p1) for t, p1, _ in reference]
+    assert [t in top for t, top in result.predictions] == [in5 for _, _, in5 in reference]
+    n = len(reference)
+    assert result.top1 == round(100 * sum(t == p for t, p, _ in reference) / n, 3)
+    assert result.top5 == round(100 * sum(in5 for _, _, in5 in reference) / n, 3)
+    assert result.top1 > 80, f'the trained checkpoint should be far above chance (16.7%), got {result.top1}'
+    assert result.param_count == round(sum(p.numel() for p in timm.create_model(
+        'regnetx_002', num_classes=6).parameters()) / 1e6, 2)
+    assert (result.img_size, result.crop_pct, result.interpolation) == (IMG, 0.875, 'bicubic')
+    assert result.samples_per_sec > 0 and result.loss > 0
+
+
+def test_batch_size_one_and_n_give_identical_top1(trained):
+    val_dir, ckpt = trained
+    one, many = _run(val_dir, ckpt, '-b', '1'), _run(val_dir, ckpt, '-b', '16')
+    assert one.top1 == many.top1 and one.top5 == many.top5
+    assert [top[0] for _, top in one.predictions] == [top[0] for _, top in many.predictions]
+
+
+def test_bad_images_are_logged_counted_and_excluded(trained, tmp_path, caplog):
+    val_dir, ckpt = trained
+    data = tmp_path / 'val'
+    for k in (0, 1):
+        (data / f'class_{k}').mkdir(parents=True)
+        for i, src in enumerate(sorted((val_dir / f'class_{k}').iterdir())[:3]):
+            Image.open(src).convert('RGB').save(data / f'class_{k}' / f'{i}.jpg')
+    Image.open(data / 'class_0' / '0.jpg').convert('L').save(data / 'class_0' / 'gray.png')
+    Image.open(data / 'class_1' / '0.jpg').convert('CMYK').save(data / 'class_1' / 'cmyk.jpg')
+    Image.open(data / 'class_1' / '1.jpg').convert('RGBA').save(data / 'class_1' / 'rgba.png')
+    good = (data / 'class_0' / '1.jpg').read_bytes()
+    (data / 'class_0' / 'truncated.jpg').write_bytes(good[:len(good) // 3])
+    (data / 'class_1' / 'corrupt.JPEG').write_bytes(b'\xff\xd8\xff garbage')
+    with caplog.at_level(logging.WARNING):
+        result = _run(data, ckpt, '-b', '4', '-j', '2', '--num-classes', '6')
+    assert (result.num_images, result.num_skipped) == (9, 2)
+    assert sorted(Path(s.path).name for s in result.skipped) == ['corrupt.JPEG', 'truncated.jpg']
+    assert sum('skipped unreadable image' in r.message for r in caplog.records) == 2
+
+
+def test_cli_writes_timm_format_csv_and_json(trained, tmp_path):
+    val_dir, ckpt = trained
+    out_csv, out_json = tmp_path / 'r.csv', tmp_path / 'r.json'
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, str(ROOT / 'validate.py'), '--data-dir', str(val_dir), '--model',
+                           'regnetx_002', '--checkpoint', str(ckpt), '--img-size', str(IMG), '-b', '16', '-j', '0',
+                           '--results-file', str(out_csv)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0])[:9] == ['model', 'img_size', 'top1', 'top1_err', 'top5', 'top5_err', 'param_count',
+                                 'crop_pct', 'interpolation']
+    expected = _run(val_dir, ckpt)
+    assert rows[0]['model'] == 'regnetx_002' and float(rows[0]['top1']) == expected.top1
+    assert 'regnetx_002' in proc.stdout and f'{expected.top1:7.3f}' in proc.stdout
+    assert main(['--data-dir', str(val_dir), '--model', 'regnetx_002', '--checkpoint', str(ckpt), '--img-size',
+                 str(IMG), '-j', '0', '--results-file', str(out_json)]) == 0
+    row = json.loads(out_json.read_text())
+    assert row['top1'] == expected.top1 and row['top1_err'] == round(100 - expected.top1, 3)
+    assert row['num_skipped'] == 0 and row['published_top1'] is None
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--model', 'regnety_002'], 'does not load into'),
+    (['--model', 'regnetx_002', '--num-classes', '10'], '6-class classifier'),
+    (['--model', 'regnetx_002', '--class-map', 'missing.txt'], 'missing.txt does not exist'),
+    (['--model', 'regnetx_02'], "unknown model 'regnetx_02'; did you mean"),
+    (['--model', 'regnetx_002', '--results-file', 'r.xlsx'], '.csv or .json'),
+    (['--model', 'regnetx_00*'], 'needs a single --model'),
+])
+def test_bad_invocations_fail_with_clear_errors(trained, argv, message, capsys):
+    val_dir, ckpt = trained
+    assert main(['--data-dir', str(val_dir), '--checkpoint', str(ckpt), '-j', '0', *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_or_empty_data_dir(tmp_path, capsys):
+    assert main(['--data-dir', str(tmp_path / 'nope'), '--model', 'regnetx_002']) == 2
+    assert 'does not exist' in capsys.readouterr().err
+    (tmp_path / 'empty').mkdir()
+    assert main(['--data-dir', str(tmp_path / 'empty'), '--model', 'regnetx_002', '-j', '0']) == 2
+    assert 'no images found' in capsys.readouterr().err
+
+
+def _imagenet_folder(root: Path, wnids: list[str]) -> Path:
+    for w in wnids:
+        (root / w).mkdir(parents=True)
+        Image.new('RGB', (40, 30), (90, 20, 160)).save(root / w / 'a.JPEG')
+    return root
+
+
+def test_unknown_folder_for_imagenet_weights_and_pretrained_without_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    data = _imagenet_folder(tmp_path / 'val', [label_names('imagenet-1k')[0], 'tabby_cat'])
+    ckpt = tmp_path / 'x002_1k.safetensors'
+    save_file(regzoo.create_model('regnetx_002').state_dict(), str(ckpt))
+    assert main(['--data-dir', str(data), '--model', 'regnetx_002', '--checkpoint', str(ckpt), '-j', '0']) == 2
+    err = capsys.readouterr().err
+    assert "'tabby_cat'" in err and 'imagenet-1k' in err
+    assert main(['--data-dir', str(data), '--model', 'regnetx_002.pycls_in1k', '--pretrained', '-j', '0']) == 2
+    err = capsys.readouterr().err
+    assert 'regnetx_002.pycls_in1k' in err and 'not found offline' in err and str(tmp_path / 'hf') in err
+
+
+def _seed_hub_cache(cache: Path, name: str, state_dict: dict) -> None:
+    """The layout huggingface_hub reads offline: models--org--repo/{refs/main, snapshots/<rev>/file}."""
+    repo = cache / ('models--' + WEIGHTS[name].hf_hub_id.replace('/', '--'))
+    rev = '0' * 40
+    (repo / 'refs').mkdir(parents=True)
+    (repo / 'refs' / 'main').write_text(rev)
+    (repo / 'snapshots' / rev).mkdir(parents=True)
+    save_file(state_dict, str(repo / 'snapshots' / rev / 'model.safetensors'))
+
+
+def test_pattern_validates_many_cached_weights_into_one_table(tmp_path, monkeypatch, capsys):
+    names = ['regnetx_002.pycls_in1k', 'regnety_002.pycls_in1k']
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    for name in names:  # random weights stand in for the real ones: this checks the plumbing, not the accuracy
+        _seed_hub_cache(tmp_path / 'hf', name, timm.create_model(name.split('.')[0]).state_dict())
+    wnids = list(label_names('imagenet-1k')[:3])
+    data = _imagenet_folder(tmp_path / 'val', wnids)
+    out = tmp_path / 'many.csv'
+    code = main(['--data-dir', str(data), '--model', 'regnet[xy]_002*', '--pretrained', '--img-size', '32', '-j', '0',
+                 '--results-file', str(out)])
+    assert code == 0, capsys.readouterr().err
+    rows = list(csv.DictReader(out.open()))
+    assert [r['model'] for r in rows] == names
+    published = load_published()
+    for row in rows:
+        ref = published[row['model']]
+        assert float(row['published_top1']) == ref.top1
+        assert float(row['top1_diff']) == pytest.approx(float(row['top1']) - ref.top1, abs=1e-3)
+        assert row['img_size'] == '32' and row['num_images'] == '3'
+    assert 'img_size 32 vs published 224' in capsys.readouterr().out
+
+
+def test_published_table_agrees_with_pretrained_metadata():
+    """results/published.csv and regzoo.pretrained quote the same number and source for every weight."""
+    published = load_published()
+    checked = 0
+    for name, cfg in WEIGHTS.items():
+        if cfg.top1 is None:
+            continue
+        ref = published[name]
+        assert (ref.top1, ref.top5, ref.source) == (cfg.top1, cfg.top5, cfg.metrics_source), name
+        assert ref.img_size == (cfg.test_input_size or cfg.input_size)[-1], name
+        checked += 1
+    assert checked >= 60
