@@ -1,0 +1,188 @@
+"""Command line, recipe presets and the resolution of relative settings (lr by global batch, warmup lr).
+
+Precedence, lowest first: parser defaults < ``--recipe`` preset < ``--config`` YAML < the args saved in
+a ``--resume`` checkpoint < flags given on the command line. Flag names follow timm's train.py.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..registry import close_matches
+from .errors import TrainingInputError
+
+RECIPES = ('pycls', 'improved')
+# keys that describe where this run reads and writes, never inherited from a resumed run's args
+_RUN_LOCATION_KEYS = ('resume', 'config', 'output', 'experiment')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser('train.py', description='Train a regzoo RegNet (one process or torchrun DDP).')
+    p.add_argument('--recipe', choices=RECIPES, help='named preset: the paper recipe (pycls) or the improved one')
+    p.add_argument('-c', '--config', help='YAML file of arg defaults (keys are the flag names with underscores)')
+    g = p.add_argument_group('data')
+    g.add_argument('--data-dir', help='folder holding <train-split>/ and <val-split>/ ImageFolder trees')
+    g.add_argument('--train-split', default='train')
+    g.add_argument('--val-split', default='val')
+    g.add_argument('-j', '--workers', type=int, default=4)
+    g.add_argument('--img-size', type=int, default=224, help='train and eval crop size')
+    g.add_argument('--crop-pct', type=float, default=0.875, help='eval: resize to img_size / crop_pct, center crop')
+    g.add_argument('--interpolation', default='bilinear')
+    g.add_argument('--scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized-crop area range')
+    g.add_argument('--hflip', type=float, default=0.5)
+    g.add_argument('--color-jitter', type=float, default=0.4)
+    g.add_argument('--aa', default=None, help='timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1')
+    g.add_argument('--reprob', type=float, default=0.0, help='random erasing probability')
+    g.add_argument('--pca-lighting', type=float, default=0.0, help='AlexNet PCA lighting noise std (pycls: 0.1)')
+    g.add_argument('--mixup', type=float, default=0.0)
+    g.add_argument('--cutmix', type=float, default=0.0)
+    g.add_argument('--mixup-prob', type=float, default=1.0)
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    g.add_argument('--mixup-mode', default='batch')
+    g.add_argument('--smoothing', type=float, default=0.0)
+    g = p.add_argument_group('model')
+    g.add_argument('--model', default='regnety_032')
+    g.add_argument('--pretrained', action='store_true')
+    g.add_argument('--initial-checkpoint', default=None, help='weights to start from (any format regzoo loads)')
+    g.add_argument('--num-classes', type=int, default=None, help='default: the number of class folders')
+    g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
+    g.add_argument('--drop-path', type=float, default=0.0)
+    g.add_argument('--zero-init-last', action=argparse.BooleanOptionalAction, default=True,
+                   help='zero the last BN gamma of each block (timm default; pycls: off)')
+    g.add_argument('--sync-bn', action='store_true')
+    g.add_argument('--channels-last', action='store_true')
+    g.add_argument('--model-ema', action='store_true')
+    g.add_argument('--model-ema-decay', type=float, default=0.9998)
+    g.add_argument('--model-ema-warmup', action='store_true')
+    g = p.add_argument_group('optimization')
+    g.add_argument('--epochs', type=int, default=100)
+    g.add_argument('-b', '--batch-size', type=int, default=128, help='per process')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    g.add_argument('--grad-accum-steps', type=int, default=1)
+    g.add_argument('--opt', default='sgd', help="timm optimizer name: 'sgd' is Nesterov SGD, 'momentum' plain")
+    g.add_argument('--momentum', type=float, default=0.9)
+    g.add_argument('--weight-decay', type=float, default=2e-5)
+    g.add_argument('--decay-norm-bias', action=argparse.BooleanOptionalAction, default=False,
+                   help='apply weight decay to norm and bias params too (pycls) instead of exempting them (timm)')
+    g.add_argument('--clip-grad', type=float, default=None)
+    g.add_argument('--lr', type=float, default=None, help='absolute lr; default: lr_base scaled by global batch')
+    g.add_argument('--lr-base', type=float, default=0.1)
+    g.add_argument('--lr-base-size', type=int, default=256)
+    g.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default='linear')
+    g.add_argument('--sched', choices=('cosine', 'step'), default='cosine')
+    g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not epoch')
+    g.add_argument('--min-lr', type=float, default=0.0)
+    g.add_argument('--decay-epochs', type=float, default=30)
+    g.add_argument('--decay-rate', type=float, default=0.1)
+    g.add_argument('--warmup-epochs', type=int, default=0)
+    g.add_argument('--warmup-lr', type=float, default=None, help='absolute warmup start lr')
+    g.add_argument('--warmup-factor', type=float, default=None, help='warmup start as a fraction of lr (pycls: 0.1)')
+    g.add_argument('--cooldown-epochs', type=int, default=0)
+    g = p.add_argument_group('run')
+    g.add_argument('--amp', action='store_true')
+    g.add_argument('--amp-dtype', choices=('bfloat16', 'float16'), default='float16')
+    g.add_argument('--device', default=None, help='default: cuda when available, else cpu')
+    g.add_argument('--seed', type=int, default=42)
+    g.add_argument('--output', default='output/train')
+    g.add_argument('--experiment', default=None, help='run folder name under --output')
+    g.add_argument('--resume', default=None, help='a last.state.pt / last.safetensors file or a run folder')
+    g.add_argument('--log-interval', type=int, default=50, help='updates between log lines')
+    return p
+
+
+def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise TrainingInputError(f'{what} file not found: {path}') from None
+    except yaml.YAMLError as e:
+        raise TrainingInputError(f'{what} file {path} is not valid YAML: {e}') from None
+    if not isinstance(data, dict):
+        raise TrainingInputError(f'{what} file {path} must hold a mapping of arg names to values')
+    return data
+
+
+def load_recipe(name: str) -> dict[str, Any]:
+    """The preset ``regzoo/recipes/<name>.yaml`` as a dict."""
+    if name not in RECIPES:
+        raise TrainingInputError(f'unknown recipe {name!r}; choose from {", ".join(RECIPES)}')
+    with resources.as_file(resources.files('regzoo') / 'recipes' / f'{name}.yaml') as path:
+        return read_yaml(path, f'recipe {name!r}')
+
+
+def _check_keys(values: dict[str, Any], parser: argparse.ArgumentParser, source: str) -> None:
+    known = {a.dest for a in parser._actions if a.dest != 'help'}
+    for key in values:
+        if key not in known:
+            hint = close_matches(key, known, n=3)
+            raise TrainingInputError(f'{source}: unknown key {key!r}' + (f'; did you mean {hint}?' if hint else ''))
+
+
+def parse_args(argv: list[str] | None = None, resumed_args: dict[str, Any] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` over the preset, config file and resumed-run layers (see module docstring)."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    layers: list[tuple[str, dict[str, Any]]] = []
+    if first.recipe:
+        layers.append((f'recipe {first.recipe!r}', load_recipe(first.recipe)))
+    if first.config:
+        layers.append((f'config {first.config}', read_yaml(first.config, 'config')))
+    if resumed_args:
+        # derived keys (lr_source, world_size, ...) are recomputed, not inherited
+        known = {a.dest for a in parser._actions}
+        layers.append(('resumed args', {k: v for k, v in resumed_args.items()
+                                        if k in known and k not in _RUN_LOCATION_KEYS}))
+    for source, values in layers:
+        _check_keys(values, parser, source)
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    # which keys the user typed: an absolute value typed now beats a relative one from any preset
+    typed = build_parser()
+    for action in typed._actions:
+        action.default = argparse.SUPPRESS
+    args.cli_keys = sorted(vars(typed.parse_args(argv)))
+    return args
+
+
+def scaled_lr(lr_base: float, lr_base_size: int, global_batch: int, scale: str = 'linear') -> float:
+    """timm/pycls rule: lr = lr_base x (global_batch / lr_base_size), or its square root for 'sqrt'."""
+    ratio = global_batch / lr_base_size
+    return lr_base * (math.sqrt(ratio) if scale == 'sqrt' else ratio)
+
+
+def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: int | None = None) -> argparse.Namespace:
+    """Fill in lr and warmup_lr from the global batch; returns a new Namespace."""
+    args = argparse.Namespace(**vars(args))
+    for name in ('batch_size', 'grad_accum_steps', 'epochs'):
+        if getattr(args, name) < 1:
+            raise TrainingInputError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    args.world_size = world_size
+    args.global_batch_size = args.batch_size * world_size * args.grad_accum_steps
+    cli = set(args.cli_keys)
+    if args.lr is None or ('lr_base' in cli and 'lr' not in cli):
+        args.lr = scaled_lr(args.lr_base, args.lr_base_size, args.global_batch_size, args.lr_base_scale)
+        args.lr_source = f'{args.lr_base} x {args.global_batch_size}/{args.lr_base_size} ({args.lr_base_scale})'
+    else:
+        args.lr_source = 'given'
+    if args.warmup_factor is not None and ('warmup_lr' not in cli or args.warmup_lr is None):
+        args.warmup_lr = args.warmup_factor * args.lr
+    elif args.warmup_lr is None:
+        args.warmup_lr = 1e-5  # timm's default
+    if recipe_batch_size is not None and args.batch_size != recipe_batch_size:
+        warnings.warn(
+            f'per-process batch {args.batch_size} differs from the {args.recipe} recipe\'s {recipe_batch_size}: '
+            'BatchNorm statistics then cover a different number of images, which moves accuracy '
+            '(pycls #104); the lr is rescaled by the global batch, and --grad-accum-steps keeps the global batch',
+            stacklevel=2)
+    return args
+
+
+def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain YAML/torch.load(weights_only=True)-safe dict of the resolved args."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(vars(args).items())}

@@ -1,0 +1,135 @@
+"""One training epoch and one evaluation pass."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from .data import GlobalBatchSampler, mix_seed, seed_all
+from .distributed import DistInfo, all_reduce_sum, any_process
+
+
+@dataclass(frozen=True)
+class TrainParts:
+    """Everything an epoch touches; built once by ``setup``."""
+    args: argparse.Namespace
+    info: DistInfo
+    model: nn.Module          # the bare model (EMA source, checkpoint source)
+    train_model: nn.Module    # the model wrapped in DDP when distributed, else the same module
+    optimizer: torch.optim.Optimizer
+    scheduler: object         # a timm Scheduler
+    loss_fn: nn.Module
+    mixup: Callable | None
+    ema: nn.Module | None     # timm ModelEmaV3
+    loader: torch.utils.data.DataLoader
+    sampler: GlobalBatchSampler
+    scaler: torch.amp.GradScaler | None
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    loss_sum: float           # summed over every image of the epoch, all processes
+    images: int
+    seconds: float
+    updates_done: int         # updates of this epoch done when it returned
+    global_update: int
+    stopped: bool             # a stop signal ended it early
+
+
+def autocast(args: argparse.Namespace, device: torch.device):
+    if not args.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, args.amp_dtype))
+
+
+def train_one_epoch(parts: TrainParts, epoch: int, start_update: int, global_update: int, loss_sum: float,
+                    images: int, stop_requested: Callable[[], int], log: Callable[[str], None]) -> EpochResult:
+    """Run the updates ``start_update..`` of ``epoch``; returns early (stopped=True) on a stop signal."""
+    args, info, sampler = parts.args, parts.info, parts.sampler
+    accum = args.grad_accum_steps
+    parts.train_model.train()
+    sampler.set_epoch(epoch, start_update * accum)
+    batches = iter(parts.loader)
+    updates = sampler.updates_per_epoch
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    bar = tqdm(total=updates, initial=start_update, desc=f'epoch {epoch}', disable=not info.is_primary,
+               file=sys.stderr, leave=False, dynamic_ncols=True)
+    start, local_loss, local_images = time.perf_counter(), 0.0, 0
+    for update in range(start_update, updates):
+        for micro in range(accum):
+            x, y = next(batches)
+            # drop-path and mixup draw from the global RNGs: seed them per step so a resumed run repeats them
+            seed_all(mix_seed(args.seed, info.rank, epoch, update, micro))
+            x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+            if parts.mixup is not None:
+                x, y = parts.mixup(x, y)
+            x = x.contiguous(memory_format=memory_format)
+            last_micro = micro == accum - 1
+            no_sync = parts.train_model.no_sync if info.distributed and not last_micro else contextlib.nullcontext
+            with no_sync():
+                with autocast(args, info.device):
+                    loss = parts.loss_fn(parts.train_model(x), y)
+                scaled = loss / accum
+                (parts.scaler.scale(scaled) if parts.scaler else scaled).backward()
+            local_loss += loss.item() * x.shape[0]
+            local_images += x.shape[0]
+        if parts.scaler:
+            parts.scaler.unscale_(parts.optimizer)
+        if args.clip_grad:
+            nn.utils.clip_grad_norm_(parts.model.parameters(), args.clip_grad)
+        if parts.scaler:
+            parts.scaler.step(parts.optimizer)
+            parts.scaler.update()
+        else:
+            parts.optimizer.step()
+        parts.optimizer.zero_grad(set_to_none=True)
+        global_update += 1
+        if parts.ema is not None:
+            parts.ema.update(parts.model, step=global_update)
+        if args.sched_on_updates:
+            parts.scheduler.step_update(num_updates=global_update)
+        bar.update(1)
+        lr = parts.optimizer.param_groups[0]['lr']
+        bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.3g}')
+        if (update + 1) % args.log_interval == 0 or update + 1 == updates:
+            log(f'train epoch {epoch} update {update + 1}/{updates} loss {loss.item():.4f} lr {lr:.6g}')
+        if any_process(bool(stop_requested()), info):
+            bar.close()
+            return _result(loss_sum, images, local_loss, local_images, start, update + 1, global_update, True, info)
+    bar.close()
+    return _result(loss_sum, images, local_loss, local_images, start, updates, global_update, False, info)
+
+
+def _result(loss_sum, images, local_loss, local_images, start, done, global_update, stopped, info) -> EpochResult:
+    total_loss, total_images = all_reduce_sum([local_loss, float(local_images)], info)
+    return EpochResult(loss_sum + total_loss, images + int(total_images), time.perf_counter() - start, done,
+                       global_update, stopped)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, args: argparse.Namespace, info: DistInfo) -> dict[str, float]:
+    """Loss, top-1 and top-5 (%) over the whole val split (each process scores its shard, then sums)."""
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction='sum')
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    loss, top1, top5, n = 0.0, 0.0, 0.0, 0.0
+    for x, y in loader:
+        x = x.to(info.device).contiguous(memory_format=memory_format)
+        y = y.to(info.device)
+        with autocast(args, info.device):
+            logits = model(x)
+        loss += loss_fn(logits.float(), y).item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        hits = top == y[:, None]
+        top1 += hits[:, 0].sum().item()
+        top5 += hits.any(dim=1).sum().item()
+        n += len(y)
+    loss, top1, top5, n = all_reduce_sum([loss, top1, top5, n], info)
+    return {'loss': loss / n, 'top1': 100 * top1 / n, 'top5': 100 * top5 / n}

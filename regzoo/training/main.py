@@ -1,0 +1,174 @@
+"""train.py's body: parse, set up, loop over epochs, checkpoint, report."""
+from __future__ import annotations
+
+import argparse
+import csv
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+
+from .args import args_to_dict, load_recipe, parse_args, resolve_args
+from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint, save_weights
+from .data import load_splits, seed_all, train_loader, val_loader
+from .distributed import DistInfo, cleanup, init_distributed
+from .engine import EpochResult, TrainParts, evaluate, train_one_epoch
+from .setup import (build_model, convert_sync_bn, create_ema, create_loss, create_mixup, create_optimizer,
+                    create_scheduler)
+
+SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
+
+
+@contextmanager
+def stop_on_signals():
+    """Yield a callable giving the SIGTERM/SIGINT number once one arrived (else 0); the loop then saves and exits."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: 0
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: received[0] if received else 0
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    if args.resume and 'experiment' not in args.cli_keys and 'output' not in args.cli_keys:
+        p = Path(args.resume)
+        return p if p.is_dir() else p.parent  # continue in the resumed run's folder
+    name = args.experiment or f'{time.strftime("%Y%m%d-%H%M%S")}-{args.model}-{args.img_size}'
+    return Path(args.output) / name
+
+
+def _training_state(parts: TrainParts, epoch: int, step_in_epoch: int, update: int, loss_sum: float,
+                    images: int, best: tuple[float, int]) -> dict:
+    return {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'update': update,
+            'epoch_loss_sum': loss_sum, 'epoch_images': images, 'best_top1': best[0], 'best_epoch': best[1],
+            'optimizer': parts.optimizer.state_dict(), 'scheduler': parts.scheduler.state_dict(),
+            'ema': parts.ema.module.state_dict() if parts.ema is not None else None,
+            'scaler': parts.scaler.state_dict() if parts.scaler else None,
+            'args': args_to_dict(parts.args)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train; returns the exit code: 0, or 128 + the signal number after a signal-triggered save."""
+    args = parse_args(argv)
+    resumed = None
+    if args.resume:
+        resumed = load_checkpoint(args.resume)
+        args = parse_args(argv, resumed[1]['args'])
+    info = init_distributed(args.device)
+    try:
+        with stop_on_signals() as stop_requested:
+            return _train(args, info, resumed, stop_requested)
+    finally:
+        cleanup(info)
+
+
+def _train(args, info: DistInfo, resumed, stop_requested) -> int:
+    recipe_batch = load_recipe(args.recipe)['batch_size'] if args.recipe else None
+    args = resolve_args(args, info.world_size, recipe_batch if info.is_primary else None)
+    log = print if info.is_primary else (lambda *a, **k: None)
+    train_set, val_set, args.num_classes = load_splits(args)
+    loader, sampler = train_loader(train_set, args, info.rank)
+    seed_all(args.seed)  # the same initial weights on every process
+    model = build_model(args)
+    if args.sync_bn:
+        model = convert_sync_bn(model, info.device, info.distributed)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(info.device, memory_format=memory_format)
+    optimizer = create_optimizer(model, args)
+    scheduler = create_scheduler(optimizer, args, sampler.updates_per_epoch)
+    mixup = create_mixup(args)
+    ema = create_ema(model, args)
+    scaler = torch.amp.GradScaler(info.device.type) if args.amp and args.amp_dtype == 'float16' \
+        and info.device.type == 'cuda' else None
+    epoch, step_in_epoch, update, loss_sum, images, best = 0, 0, 0, 0.0, 0, (-1.0, -1)
+    if resumed:
+        weights, state = resumed
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        if ema is not None and state['ema'] is not None:
+            ema.module.load_state_dict(state['ema'])
+        if scaler and state['scaler']:
+            scaler.load_state_dict(state['scaler'])
+        restore_rng_states(state['rng'])
+        epoch, step_in_epoch, update = state['epoch'], state['step_in_epoch'], state['update']
+        loss_sum, images = (state['epoch_loss_sum'], state['epoch_images']) if info.is_primary else (0.0, 0)
+        best = (state['best_top1'], state['best_epoch'])
+    train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == 'cuda'
+                                          else None) if info.distributed else model
+    parts = TrainParts(args, info, model, train_model, optimizer, scheduler, create_loss(args, mixup), mixup, ema,
+                       loader, sampler, scaler)
+    evaluation = val_loader(val_set, args, info.rank)
+
+    run_dir = _run_dir(args)
+    if info.is_primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / 'args.yaml').write_text(yaml.safe_dump(args_to_dict(args), sort_keys=True))
+    log(f'{args.model}: {info.world_size} process(es) x batch {args.batch_size} x {args.grad_accum_steps} '
+        f'accumulation = global batch {args.global_batch_size}; lr {args.lr:.6g} ({args.lr_source}); '
+        f'{sampler.updates_per_epoch} updates/epoch; writing {run_dir}'
+        + (f'; resuming at epoch {epoch} update {step_in_epoch}' if resumed else ''))
+
+    for epoch in range(epoch, args.epochs):
+        result: EpochResult = train_one_epoch(parts, epoch, step_in_epoch, update, loss_sum, images,
+                                              stop_requested, log)
+        update, step_in_epoch = result.global_update, 0
+        if result.stopped:
+            if info.is_primary:
+                path = save_checkpoint(run_dir, 'last', model.state_dict(), _training_state(
+                    parts, epoch, result.updates_done, update, result.loss_sum, result.images, best))
+                log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
+                    f'continue with --resume {path}')
+            return 128 + int(stop_requested() or signal.SIGTERM)
+        metrics = evaluate(model, evaluation, args, info)
+        eval_model, key = model, 'top1'
+        if ema is not None:
+            ema_metrics = evaluate(ema.module, evaluation, args, info)
+            metrics.update({f'ema_{k}': v for k, v in ema_metrics.items()})
+            eval_model, key = ema.module, 'ema_top1'  # as timm: the EMA decides "best"
+        lr = optimizer.param_groups[0]['lr']
+        scheduler.step(epoch + 1, metrics[key])
+        train_loss = result.loss_sum / max(result.images, 1)
+        loss_sum, images = 0.0, 0
+        is_best = metrics[key] > best[0]
+        best = (metrics[key], epoch) if is_best else best
+        if info.is_primary:
+            row = {'epoch': epoch, 'train_loss': train_loss, 'val_loss': metrics['loss'], 'top1': metrics['top1'],
+                   'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
+                   **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
+            _append_summary(run_dir / 'summary.csv', row)
+            log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
+                'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
+                + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else ''))
+            save_checkpoint(run_dir, 'last', model.state_dict(),
+                            _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
+            if ema is not None:
+                save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
+            if is_best:
+                save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
+                             {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
+        if stop_requested():
+            log(f'stop signal: saved {run_dir / "last.state.pt"} after epoch {epoch}')
+            return 128 + int(stop_requested() or signal.SIGTERM)
+    log(f'best top-1 {best[0]:.2f} at epoch {best[1]}')
+    return 0
+
+
+def _append_summary(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open('a', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

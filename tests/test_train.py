@@ -1,0 +1,280 @@
+"""train.py: recipes resolve as published, it learns, DDP == one process, kill + resume == uninterrupted, bad input.
+
+Runs on a generated 10-class image folder (hue + stripe orientation per class, 32x32) with regnetx_002.
+"""
+from __future__ import annotations
+
+import colorsys
+import copy
+import csv
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+import regzoo
+from regzoo.training import TrainingInputError, main, parse_args, resolve_args
+from regzoo.training.setup import create_optimizer, create_scheduler
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ['--model', 'regnetx_002', '--img-size', '32', '--crop-pct', '1', '--color-jitter', '0', '--workers', '0',
+        '--log-interval', '1']
+
+
+def make_image_folder(root: Path, classes: int = 10, train_per_class: int = 16, val_per_class: int = 5,
+                      size: int = 32, seed: int = 0) -> Path:
+    """A learnable ImageFolder: each class has its own hue and stripe direction, plus pixel noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for k in range(classes):
+        color = np.array(colorsys.hsv_to_rgb(k / classes, 0.8, 0.9))
+        angle = math.pi * k / classes
+        stripes = 0.5 + 0.5 * np.sin(8 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)))
+        for split, n in (('train', train_per_class), ('val', val_per_class)):
+            folder = root / split / f'class{k:02d}'
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = color * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 0.08, (size, size, 3))
+                Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(folder / f'{i:03d}.png')
+    return root
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp('images'))
+
+
+@pytest.fixture(scope='module')
+def trained_run(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp('runs')
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny convs: threading costs more than it gains, and pytest -n 2 shares 2 cores
+    try:
+        code = main(['--data-dir', str(data_dir), *TINY, '--epochs', '3', '-b', '16', '--opt', 'sgd', '--lr', '0.2',
+                     '--warmup-epochs', '1', '--warmup-factor', '0.1', '--output', str(out), '--experiment', 'run'])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    return out / 'run'
+
+
+def run_train(args: list[str], torchrun: int = 0, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
+    launcher = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(torchrun)] \
+        if torchrun else [sys.executable]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    return subprocess.run([*launcher, str(REPO / 'train.py'), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+def params(path: Path) -> dict[str, torch.Tensor]:
+    """The trainable parameters of a saved model (BN running stats excluded)."""
+    names = {n for n, _ in regzoo.create_model('regnetx_002', num_classes=10).named_parameters()}
+    return {k: v for k, v in load_file(path).items() if k in names}
+
+
+# ---------------------------------------------------------------- recipes
+
+def test_pycls_recipe_resolves_to_the_paper_values():
+    with pytest.warns(UserWarning, match='per-process batch 64 differs from the pycls recipe'):
+        small = resolve_args(parse_args(['--recipe', 'pycls', '-b', '64']), world_size=2, recipe_batch_size=128)
+    assert small.global_batch_size == 128 and small.lr == pytest.approx(0.1)
+    args = resolve_args(parse_args(['--recipe', 'pycls']), world_size=8, recipe_batch_size=128)
+    assert args.global_batch_size == 1024
+    assert args.lr == pytest.approx(0.8)                 # 0.1 per 128 images x 1024
+    assert args.warmup_lr == pytest.approx(0.08)         # 0.1 x lr
+    assert (args.opt, args.momentum, args.weight_decay, args.decay_norm_bias) == ('sgd', 0.9, 5e-5, True)
+    assert (args.sched, args.epochs, args.warmup_epochs, args.min_lr) == ('cosine', 100, 5, 0.0)
+    assert (args.mixup, args.cutmix, args.smoothing, args.model_ema, args.zero_init_last) == (0, 0, 0, False, False)
+    assert (args.img_size, args.crop_pct, args.interpolation, args.pca_lighting) == (224, 0.875, 'bilinear', 0.1)
+    # flags typed on the command line beat the preset; an absolute lr beats the scaled one
+    assert resolve_args(parse_args(['--recipe', 'pycls', '--lr', '0.3', '--epochs', '7']), 8).lr == 0.3
+
+
+def test_pycls_optimizer_and_schedule_match_pycls():
+    """Same SGD step as pycls.core.optimizer (wd on BN too, Nesterov) and pycls's lr at every epoch."""
+    from pycls.core import optimizer as pycls_optim
+    from pycls.core.config import cfg, reset_cfg
+    args = resolve_args(parse_args(['--recipe', 'pycls']), world_size=8)
+    torch.manual_seed(0)
+    ours_model = regzoo.create_model('regnetx_002', num_classes=10, zero_init_last=False)
+    ref_model = copy.deepcopy(ours_model)
+    try:
+        cfg.OPTIM.BASE_LR, cfg.OPTIM.MAX_EPOCH, cfg.OPTIM.WEIGHT_DECAY = 0.8, 100, 5e-5
+        cfg.OPTIM.WARMUP_EPOCHS, cfg.OPTIM.WARMUP_FACTOR = 5, 0.1
+        ref_opt = pycls_optim.construct_optimizer(ref_model)
+        ref_lrs = [pycls_optim.get_epoch_lr(e) for e in range(100)]
+    finally:
+        reset_cfg()
+    ours_opt = create_optimizer(ours_model, args)
+    assert all(g['weight_decay'] == 5e-5 and g['nesterov'] and g['momentum'] == 0.9 for g in ours_opt.param_groups)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    for model, opt in ((ours_model, ours_opt), (ref_model, ref_opt)):
+        for _ in range(2):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    for (name, p), q in zip(ours_model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    scheduler = create_scheduler(ours_opt, args, updates_per_epoch=10)
+    ours_lrs = [scheduler._get_lr(e)[0] for e in range(100)]
+    assert ours_lrs[0] == pytest.approx(0.08) and ref_lrs[0] == pytest.approx(0.08)
+    # after warmup: pycls's half-cosine over all 100 epochs exactly
+    np.testing.assert_allclose(ours_lrs[5:], ref_lrs[5:], rtol=1e-12)
+    # during warmup timm ramps linearly to lr, pycls ramps to the cosine value: they differ by < 0.4%
+    np.testing.assert_allclose(ours_lrs[:5], ref_lrs[:5], rtol=4e-3)
+
+
+def test_improved_recipe_exempts_norm_and_bias_from_weight_decay():
+    args = resolve_args(parse_args(['--recipe', 'improved']), world_size=8)
+    assert (args.mixup, args.cutmix, args.smoothing, args.model_ema, args.aa) == (0.2, 1.0, 0.1, True,
+                                                                                   'rand-m9-mstd0.5-inc1')
+    model = regzoo.create_model('regnetx_002', num_classes=10)
+    decay_of = {id(p): g['weight_decay'] for g in create_optimizer(model, args).param_groups for p in g['params']}
+    for name, p in model.named_parameters():
+        assert decay_of[id(p)] == (0.0 if p.ndim == 1 else 5e-5), name  # 1-d: BN weight/bias, fc bias
+
+
+# ---------------------------------------------------------------- training
+
+def test_learns_far_above_chance_and_writes_the_run(trained_run):
+    rows = list(csv.DictReader((trained_run / 'summary.csv').open()))
+    assert [r['epoch'] for r in rows] == ['0', '1', '2']
+    assert set(rows[0]) == {'epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec'}
+    assert max(float(r['top1']) for r in rows) >= 60.0  # chance is 10%
+    assert float(rows[0]['lr']) == pytest.approx(0.02)  # warmup starts at 0.1 x lr
+    state = torch.load(trained_run / 'last.state.pt', weights_only=True)
+    assert state['epoch'] == 3 and state['update'] == 3 * 10 and state['args']['lr'] == 0.2
+    assert isinstance(state['args'], dict) and state['optimizer']['state']
+    saved_args = yaml.safe_load((trained_run / 'args.yaml').read_text())
+    assert saved_args['global_batch_size'] == 16 and saved_args['num_classes'] == 10
+    model = regzoo.create_model('regnetx_002', num_classes=10)
+    model.load_state_dict(load_file(trained_run / 'best.safetensors'))  # strict: a complete model
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
+    """SIGTERM mid-epoch, --resume, and the final weights equal the uninterrupted run's, bit for bit.
+
+    Mixup, drop-path, RandAugment, EMA and a data-loader worker are on, so every RNG consumer is covered.
+    """
+    common = ['--data-dir', str(data_dir), *TINY, '--workers', '1', '--epochs', '2', '-b', '32', '--lr', '0.1',
+              '--mixup', '0.2', '--cutmix', '1.0', '--drop-path', '0.1', '--aa', 'rand-m9-mstd0.5', '--model-ema',
+              '--output', str(tmp_path)]
+    whole = run_train([*common, '--experiment', 'whole'])
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), *common, '--experiment', 'killed'], cwd=REPO,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith('train epoch 0 update 2/'):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    assert 'stop signal: saved' in rest
+    resumed = run_train(['--resume', str(tmp_path / 'killed' / 'last.state.pt')])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resuming at epoch 0 update ' in resumed.stdout and 'resuming at epoch 0 update 5' not in resumed.stdout
+
+    a, b = load_file(tmp_path / 'whole' / 'last.safetensors'), load_file(tmp_path / 'killed' / 'last.safetensors')
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ema_a, ema_b = (load_file(tmp_path / run / 'ema.safetensors') for run in ('whole', 'killed'))
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+    rows_a, rows_b = (list(csv.DictReader((tmp_path / run / 'summary.csv').open())) for run in ('whole', 'killed'))
+    same = ('train_loss', 'val_loss', 'top1', 'lr', 'ema_top1')  # all but images/s
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert [ra[k] for k in same] == [rb[k] for k in same]
+
+
+def test_torchrun_two_processes_equal_one_process_with_accumulation(data_dir, tmp_path):
+    """2 processes x batch 8 (gloo) == 1 process x batch 8 x 2 accumulation steps, after 10 updates.
+
+    Train-mode BatchNorm normalizes over each process's own batch, so DDP with 2 x 8 images is *not*
+    one process with 16 images (shown below); it is one process accumulating two 8-image micro-batches,
+    given that the sampler hands process r the same micro-batch that accumulation step r gets.
+    (--sync-bn would equal the 16-image run instead, but SyncBatchNorm has no CPU kernel.)
+    """
+    common = ['--data-dir', str(data_dir), *TINY, '--epochs', '1', '-b', '8', '--lr-base', '0.8',
+              '--lr-base-size', '16', '--aa', 'rand-m9-mstd0.5', '--output', str(tmp_path)]
+    ddp = run_train([*common, '--experiment', 'ddp'], torchrun=2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert '2 process(es) x batch 8 x 1 accumulation = global batch 16; lr 0.8' in ddp.stdout
+    accum = run_train([*common, '--experiment', 'accum', '--grad-accum-steps', '2'])
+    assert accum.returncode == 0, accum.stderr[-3000:]
+    big = run_train([*common, '--experiment', 'big', '-b', '16'])
+    assert big.returncode == 0, big.stderr[-3000:]
+
+    p_ddp, p_accum, p_big = (params(tmp_path / run / 'last.safetensors') for run in ('ddp', 'accum', 'big'))
+    torch.manual_seed(42)  # train.py seeds the init with --seed 42
+    init = dict(regzoo.create_model('regnetx_002', num_classes=10, zero_init_last=True).named_parameters())
+    moved = max((p_ddp[k] - init[k]).abs().max().item() for k in p_ddp)
+    diff = max((p_ddp[k] - p_accum[k]).abs().max().item() for k in p_ddp)
+    diff_big = max((p_ddp[k] - p_big[k]).abs().max().item() for k in p_ddp)
+    assert moved > 0.05, moved
+    assert diff < 1e-4, (diff, moved)
+    assert diff_big > 100 * diff, (diff_big, diff)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_missing_data_dir(tmp_path):
+    with pytest.raises(TrainingInputError, match=r'--data-dir .*nowhere does not exist'):
+        main(['--data-dir', str(tmp_path / 'nowhere'), *TINY])
+    cli = run_train(['--data-dir', str(tmp_path / 'nowhere'), *TINY])
+    assert cli.returncode == 1 and cli.stderr.strip().startswith('train.py: error: --data-dir')
+    assert 'Traceback' not in cli.stderr
+
+
+def test_missing_split_names_what_is_there(data_dir):
+    with pytest.raises(TrainingInputError, match=r"validation not found; .* holds \['train', 'val'\]"):
+        main(['--data-dir', str(data_dir), '--val-split', 'validation', *TINY])
+
+
+def test_missing_resume_file(tmp_path):
+    with pytest.raises(TrainingInputError, match=r'last.safetensors not found \(a resume needs both'):
+        main(['--resume', str(tmp_path)])
+
+
+def test_corrupt_resume_files(trained_run, tmp_path):
+    run = Path(shutil.copytree(trained_run, tmp_path / 'run'))
+    state = run / 'last.state.pt'
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(TrainingInputError, match=r'last.state.pt is not a readable training state'):
+        main(['--resume', str(state)])
+    shutil.copy(trained_run / 'last.state.pt', state)
+    weights = run / 'last.safetensors'
+    weights.write_bytes(weights.read_bytes()[:500])
+    with pytest.raises(TrainingInputError, match=r'last.safetensors is not a readable safetensors file'):
+        main(['--resume', str(run)])
+    shutil.copy(trained_run / 'best.safetensors', weights)  # a valid file from another save
+    with pytest.raises(TrainingInputError, match=r'come from different saves'):
+        main(['--resume', str(weights)])
+
+
+def test_num_classes_conflicting_with_the_data(data_dir):
+    with pytest.raises(TrainingInputError, match=r'--num-classes 7 conflicts with the data: .* has 10 class folders'):
+        main(['--data-dir', str(data_dir), *TINY, '--num-classes', '7'])
+
+
+def test_batch_larger_than_the_dataset(data_dir):
+    with pytest.raises(TrainingInputError, match=r'global batch 400 .* larger than the 160 training images'):
+        main(['--data-dir', str(data_dir), *TINY, '-b', '200', '--grad-accum-steps', '2'])
+
+
+def test_unknown_config_key_suggests_the_flag(tmp_path):
+    config = tmp_path / 'c.yaml'
+    config.write_text('warmup_epoch: 3\n')
+    with pytest.raises(TrainingInputError, match=r"unknown key 'warmup_epoch'; did you mean \['warmup_epochs'"):
+        parse_args(['--config', str(config)])
