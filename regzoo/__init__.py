@@ -11,5 +11,6 @@ from .pretrained import PretrainedCfg, get_pretrained_cfg, list_pretrained
 from .loading import load_checkpoint
 from .saving import save_pretrained
 from .data import DataConfig, create_transform, resolve_data_config
+from .inference import optimize_for_inference
 
 __version__ = '0.1.0'
