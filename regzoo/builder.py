@@ -38,19 +38,19 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     ``features_only``/``out_indices`` wrap the loaded model as a feature extractor; the rest go to
     ``RegNet``. Unknown keys raise a TypeError naming them.
     """
+    _check_kwargs(arch, kwargs)
     checkpoint = None
-    if kwargs.get('checkpoint_path'):
+    if checkpoint_path := kwargs.pop('checkpoint_path', None):
         from .loading import read_checkpoint
-        checkpoint = read_checkpoint(kwargs['checkpoint_path'])
+        checkpoint = read_checkpoint(checkpoint_path)
         # a saved model keeps its head and its settings (timm config.json model_args) unless the call overrides them
         for key, value in {**checkpoint.model_args, 'num_classes': checkpoint.num_classes()}.items():
             if kwargs.get(key) is None:
                 kwargs[key] = value
-    _check_kwargs(arch, kwargs)
+        _check_kwargs(f'{arch} (model_args of {checkpoint_path})', kwargs)
     cfg = cfg.replace(**{k: kwargs.pop(k) for k in _CFG_FIELDS if k in kwargs})
     tag = kwargs.pop('pretrained_tag', None)
     overlay = kwargs.pop('pretrained_cfg_overlay', None)
-    checkpoint_path = kwargs.pop('checkpoint_path', None)
     features_only = kwargs.pop('features_only', False)
     out_indices = kwargs.pop('out_indices', None)
     if out_indices is not None and not features_only:

@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .design import RegNetCfg, StageSpec, make_stages
 from .features import OutIndices, feature_take_indices
-from .layers import ClassifierHead, ConvNormAct, DropPath, SqueezeExcite, create_act, create_norm
+from .layers import ClassifierHead, ConvNormAct, DropPath, SqueezeExcite, create_act
 
 
 class BatchNormAct(nn.BatchNorm2d):

@@ -17,7 +17,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from regzoo.benchmark import randomize_bn  # noqa: F401  (shared with the benchmark: same weights for every variant)
+
 # the suite runs as `pytest -n 2` on 2 cores: one intra-op thread per worker avoids oversubscription,
 # which on a loaded machine slows small convs down by 10x or more
 torch.set_num_threads(1)
@@ -12,20 +14,6 @@ HUGE_ARCHS = ('regnety_1280', 'regnety_2560')
 def arch_params(names):
     """pytest params over arch names, with the SEER giants marked slow."""
     return [pytest.param(n, marks=pytest.mark.slow) if n in HUGE_ARCHS else n for n in names]
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every BatchNorm non-trivial affine params and running stats, so parity checks see them."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model
 
 
 def max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:

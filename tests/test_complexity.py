@@ -17,14 +17,6 @@ REFERENCE = Path(__file__).resolve().parents[1] / 'results' / 'reference'
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny inputs gain nothing from threads, and OpenMP spin-waits cost seconds per forward on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _pycls_published() -> dict[str, dict]:
     """The 24 pycls model-zoo rows: exact params, GFLOPs at pycls's printed 4 decimals, exact acts."""

@@ -14,14 +14,6 @@ from regzoo.design import block_widths, make_stages
 from regzoo.design_analysis import fit_good_models, fit_quantized_linear, per_block_widths, write_edf
 
 
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """Tiny inputs gain nothing from threads, and OpenMP spin-waits cost seconds per forward on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope='module')
 def regnetx_400mf():

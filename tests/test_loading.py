@@ -23,14 +23,6 @@ ARCH = 'regnetx_002'
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny 64x64 forwards: one intra-op thread is fastest, and on a busy 2-core box spinning threads cost ~10x."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope='module')
 def ref():

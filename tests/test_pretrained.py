@@ -35,13 +35,6 @@ def state_dict_shapes(arch: str) -> dict[str, tuple]:
         return {k: tuple(v.shape) for k, v in RegNet(MODEL_CFGS[arch]).state_dict().items()}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_every_timm_tag_and_every_torchvision_v1_weight_is_present():
     assert sorted(TIMM_TAGS) == sorted(n for n in WEIGHTS if not n.endswith('.tv_in1k'))

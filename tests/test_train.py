@@ -57,13 +57,8 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def trained_run(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('runs')
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convs: threading costs more than it gains, and pytest -n 2 shares 2 cores
-    try:
-        code = main(['--data-dir', str(data_dir), *TINY, '--epochs', '3', '-b', '16', '--opt', 'sgd', '--lr', '0.2',
-                     '--warmup-epochs', '1', '--warmup-factor', '0.1', '--output', str(out), '--experiment', 'run'])
-    finally:
-        torch.set_num_threads(threads)
+    code = main(['--data-dir', str(data_dir), *TINY, '--epochs', '3', '-b', '16', '--opt', 'sgd', '--lr', '0.2',
+                 '--warmup-epochs', '1', '--warmup-factor', '0.1', '--output', str(out), '--experiment', 'run'])
     assert code == 0
     return out / 'run'
 

@@ -49,15 +49,6 @@ def _write_split(root: Path, per_class: int, seed: int) -> Path:
     return root
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning threads make bs=1 runs ~25x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(val folder, checkpoint): regnetx_002 with a 6-class head, trained ~20 steps on another split."""
