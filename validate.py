@@ -3,7 +3,7 @@
 
     python validate.py --data-dir /data/imagenet/val --model 'regnety*' --pretrained --results-file r.csv
 """
-from regzoo.validate_cli import main
+from regzoo.validate import main
 
 if __name__ == '__main__':
     raise SystemExit(main())

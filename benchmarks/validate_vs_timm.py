@@ -102,6 +102,7 @@ def main() -> None:
     if args.checkpoint is None:
         import torch
         from safetensors.torch import save_file
+
         import regzoo
         torch.manual_seed(0)
         args.checkpoint = str(tmp / f'{args.model}.safetensors')

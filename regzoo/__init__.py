@@ -1,16 +1,33 @@
-"""regzoo: RegNet image classifiers, exactly compatible with the published checkpoints."""
-from .design import RegNetCfg, StageSpec, make_stages
-from .registry import create_model, is_model, list_models, model_entrypoint, register_model, split_model_name_tag
-from .regnet import RegNet
-from .features import FeatureInfo, FeatureListNet
-from . import variants  # noqa: F401  (registers the architectures)
-from .variants import MODEL_CFGS
-from .complexity import complexity, measure_complexity
-from . import design_space
-from .pretrained import PretrainedCfg, get_pretrained_cfg, list_pretrained
-from .loading import load_checkpoint
-from .saving import save_pretrained
-from .data import DataConfig, create_transform, resolve_data_config
-from .inference import optimize_for_inference
+"""regzoo: RegNet image classifiers, exactly compatible with the published checkpoints.
+
+The package is layered; each subpackage imports only from the ones listed before it
+(``tests/test_layers.py`` enforces this):
+
+    utils     string, file and timing helpers
+    models    design math (RegNetCfg -> stages), layers, RegNet, feature taps: pure torch.nn
+    data      eval data config and transforms, eval datasets, synthetic images
+    zoo       the registry, the architecture factories, the weight table, build/load/save, converters
+    analysis  complexity, design spaces, results tables
+    eval      the top-k evaluation loop and validate.py's per-weight evaluation
+    deploy    export and the inference fast path
+    training  train.py's recipes, loop, checkpoints and DDP
+
+Top-level modules other than this one are command lines (``python -m regzoo``, ``regzoo.validate``,
+``regzoo.export``, ``regzoo.benchmark``, ``regzoo.tables``); library code never imports them.
+"""
+from regzoo.analysis import design_space
+from regzoo.analysis.complexity import complexity, measure_complexity
+from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
+from regzoo.deploy.inference import optimize_for_inference
+from regzoo.models.design import RegNetCfg, StageSpec, make_stages
+from regzoo.models.features import FeatureInfo, FeatureListNet
+from regzoo.models.regnet import RegNet
+from regzoo.zoo import factories  # noqa: F401  (registers the architectures)
+from regzoo.zoo.builder import create_model
+from regzoo.zoo.cfgs import MODEL_CFGS
+from regzoo.zoo.loading import load_checkpoint
+from regzoo.zoo.pretrained import PretrainedCfg, get_pretrained_cfg, list_pretrained
+from regzoo.zoo.registry import is_model, list_models, model_entrypoint, register_model, split_model_name_tag
+from regzoo.zoo.saving import save_pretrained
 
 __version__ = '0.1.0'

@@ -39,7 +39,7 @@ def sample_images(n: int = 8, size: int = 256, seed: int = 0) -> list[Image.Imag
 def zoo_table() -> str:
     """One line per architecture: size, analytic complexity, weights and the default weight's published top-1."""
     import regzoo
-    from regzoo.pretrained import DEFAULT_TAGS
+    from regzoo.zoo.pretrained import DEFAULT_TAGS
     lines = [f'{"arch":<16}{"params(M)":>10}{"GFLOPs":>8}{"acts(M)":>8}  {"widths":<24}{"depths":<14}'
              f'{"weights":>7}  {"default weight":<30}{"top-1":>7}']
     for arch in regzoo.list_models():
@@ -59,7 +59,7 @@ def zoo_table() -> str:
 def build(arch: str, checkpoint: str | None) -> tuple[torch.nn.Module, str]:
     """The model with real weights when they are here (checkpoint, or the default weight's cache), else random."""
     import regzoo
-    from regzoo.loading import WeightsUnavailableError
+    from regzoo.zoo.loading import WeightsUnavailableError
     if checkpoint:
         return regzoo.create_model(arch, checkpoint_path=checkpoint), f'weights from {checkpoint}'
     try:

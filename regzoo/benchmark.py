@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .inference import cpu_name, optimize_for_inference
-from .registry import REGISTRY, create_model
+from regzoo.deploy.inference import cpu_name, optimize_for_inference
+from regzoo.zoo.builder import create_model
+from regzoo.zoo.registry import REGISTRY
 
 COLUMNS = ('date', 'host', 'cpu', 'torch', 'threads', 'model', 'mode', 'variant', 'dtype', 'memory_format',
            'batch_size', 'img_size', 'img_per_s', 'median_ms', 'ratio_vs_timm', 'latency_bs1_ms', 'peak_mem_mb',

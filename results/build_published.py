@@ -76,7 +76,7 @@ def build(reference: Path) -> list[dict]:
 
 def main() -> None:
     reference = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / 'reference' / 'published.csv')
-    target = Path(__file__).with_name('published.csv')
+    target = Path(__file__).resolve().parents[1] / 'regzoo' / 'zoo' / 'published.csv'
     rows = build(reference)
     with target.open('w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator='\n')

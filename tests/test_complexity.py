@@ -10,8 +10,8 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import regzoo
-from regzoo.complexity import complexity, measure_complexity
-from regzoo.design import RegNetCfg
+from regzoo.analysis.complexity import complexity, measure_complexity
+from regzoo.models.design import RegNetCfg
 
 REFERENCE = Path(__file__).resolve().parents[1] / 'results' / 'reference'
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +153,7 @@ def test_bad_input_raises_clearly():
 
 
 def _check_table(rows: list[dict]):
-    from regzoo.pretrained import list_pretrained
+    from regzoo.zoo.pretrained import list_pretrained
     pairs = {(r['arch'], r['tag']) for r in rows}
     assert len(pairs) == len(rows), 'duplicate rows'
     for arch in regzoo.list_models():
@@ -169,7 +169,7 @@ def _check_table(rows: list[dict]):
 
 
 def test_results_written_cover_registry(tmp_path):
-    from regzoo.results import write_results
+    from regzoo.tables import write_results
     paths = write_results(tmp_path)
     with open(paths['csv']) as f:
         _check_table(list(csv.DictReader(f)))
@@ -178,6 +178,6 @@ def test_results_written_cover_registry(tmp_path):
 
 
 def test_checked_in_results_are_current():
-    """results/models.csv in the repo is regenerated (python -m regzoo.results) whenever weights or archs change."""
+    """results/models.csv in the repo is regenerated (python -m regzoo.tables) whenever weights or archs change."""
     with open(REPO / 'results' / 'models.csv') as f:
         _check_table(list(csv.DictReader(f)))

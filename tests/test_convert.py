@@ -11,11 +11,11 @@ import timm
 import torch
 import torchvision
 import transformers
+from conftest import randomize_bn
 from safetensors.torch import load_file, save_file
 
 import regzoo
-from conftest import randomize_bn
-from regzoo.convert import FORMATS, detect_format, to_regzoo
+from regzoo.zoo.convert import FORMATS, detect_format, to_regzoo
 
 ATOL = 1e-4
 

@@ -10,11 +10,17 @@ import timm.data
 import torch
 from PIL import Image
 
-import regzoo.data as rd
-from regzoo.datasets import (
-    EvalDataset, SkippedImage, build_eval_dataset, collate_eval, label_names, load_rgb, read_class_map,
+import regzoo.data.transforms as rd
+from regzoo.data.datasets import (
+    EvalDataset,
+    SkippedImage,
+    build_eval_dataset,
+    collate_eval,
+    label_names,
+    load_rgb,
+    read_class_map,
 )
-from regzoo.pretrained import PretrainedCfg
+from regzoo.zoo.pretrained import PretrainedCfg
 
 IMAGENET = label_names('imagenet-1k')
 
@@ -85,7 +91,7 @@ def test_model_pretrained_cfg_is_used_and_flags_override():
 
 def test_every_regzoo_weight_resolves_like_timm():
     """Where timm ships the same tag, our metadata + resolver give timm's eval config (torchvision V1 excepted)."""
-    from regzoo.pretrained import WEIGHTS
+    from regzoo.zoo.pretrained import WEIGHTS
     compared = 0
     for name, cfg in WEIGHTS.items():
         try:

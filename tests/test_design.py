@@ -6,7 +6,7 @@ from pycls.models import regnet as pycls_regnet
 from torchvision.models.regnet import BlockParams
 
 from regzoo import MODEL_CFGS, RegNetCfg, make_stages
-from regzoo.design import adjust_block_compatibility, block_widths, stage_strides
+from regzoo.models.design import adjust_block_compatibility, block_widths, stage_strides
 
 
 def _pycls_stages(cfg: RegNetCfg):

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 import regzoo
-from regzoo import design_space as ds
-from regzoo.complexity import complexity, measure_complexity
-from regzoo.design import block_widths, make_stages
-from regzoo.design_analysis import fit_good_models, fit_quantized_linear, per_block_widths, write_edf
-
+from regzoo.analysis import design_space as ds
+from regzoo.analysis.complexity import complexity, measure_complexity
+from regzoo.analysis.design_analysis import fit_good_models, fit_quantized_linear, per_block_widths, write_edf
+from regzoo.models.design import block_widths, make_stages
 
 
 @pytest.fixture(scope='module')

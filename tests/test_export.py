@@ -10,10 +10,11 @@ import re
 import pytest
 import timm
 import torch
+from conftest import randomize_bn
 
 import regzoo
-from conftest import randomize_bn
-from regzoo.export import FORMATS, export_model, main
+from regzoo.deploy.export import FORMATS, export_model
+from regzoo.export import main
 
 SUBSET = ('regnetx_002', 'regnety_032', 'regnetx_004_tv', 'regnety_160')
 INPUT = (3, 64, 64)

@@ -6,10 +6,10 @@ into regzoo. Inputs are 64x64 to keep the run short.
 import pytest
 import timm
 import torch
+from conftest import randomize_bn
 
 import regzoo
-from conftest import randomize_bn
-from regzoo.features import FeatureListNet
+from regzoo.models.features import FeatureListNet
 
 TIMM_ARCHS = [n for n in regzoo.list_models() if n in timm.list_models('regnet*')]
 SIZE = 64

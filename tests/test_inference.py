@@ -5,11 +5,12 @@ import warnings
 import pytest
 import timm
 import torch
+from conftest import max_rel_diff, randomize_bn
 
 import regzoo
-from regzoo.benchmark import fit_probe_head, generated_images, main as benchmark_main, time_interleaved
-from regzoo.inference import FusedBottleneck, FusedConv, InferenceModel, fold_bn, optimize_for_inference
-from conftest import max_rel_diff, randomize_bn
+from regzoo.benchmark import fit_probe_head, generated_images, time_interleaved
+from regzoo.benchmark import main as benchmark_main
+from regzoo.deploy.inference import FusedBottleneck, FusedConv, InferenceModel, fold_bn, optimize_for_inference
 
 ARCHS = ['regnetx_002', 'regnety_002', 'regnety_004']
 FORMATS = ['channels_last', 'contiguous']

@@ -11,13 +11,13 @@ import pytest
 import timm
 import torch
 import torchvision
+from conftest import randomize_bn
 from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
 import regzoo
-from conftest import randomize_bn
-from regzoo.layers import init_classifier
-from regzoo.loading import CheckpointError, WeightsUnavailableError, adapt_input_conv
+from regzoo.models.layers import init_classifier
+from regzoo.zoo.loading import CheckpointError, WeightsUnavailableError, adapt_input_conv
 
 ARCH = 'regnetx_002'
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -306,7 +306,7 @@ def test_wrong_arch_names_arch_keys_and_the_match(st_file):
 # ------------------------------------------------------------------------------------------ fitting head and stem
 
 def test_num_classes_reinitialises_head_deterministically(ref, st_file, caplog):
-    with caplog.at_level(logging.INFO, logger='regzoo.loading'):
+    with caplog.at_level(logging.INFO, logger='regzoo.zoo.loading'):
         a = regzoo.create_model(ARCH, checkpoint_path=st_file, num_classes=10)
     assert 're-initialised' in caplog.text and '1000 classes, the model 10' in caplog.text
     torch.manual_seed(123)  # the global RNG must not matter
@@ -331,7 +331,7 @@ def test_fine_tuned_checkpoint_keeps_its_head(tmp_path):
 
 
 def test_in_chans_one_sums_rgb(ref, st_file, caplog):
-    with caplog.at_level(logging.INFO, logger='regzoo.loading'):
+    with caplog.at_level(logging.INFO, logger='regzoo.zoo.loading'):
         grey = regzoo.create_model(ARCH, checkpoint_path=st_file, in_chans=1).eval()
     assert 'from 3 to 1 input channels' in caplog.text
     g = X[:, :1]

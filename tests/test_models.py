@@ -3,9 +3,9 @@ import copy
 
 import pytest
 import torch
+from conftest import arch_params
 
 import regzoo
-from conftest import arch_params
 
 ARCHS = arch_params(regzoo.list_models())
 SIZE = 64

@@ -13,11 +13,12 @@ import torchvision.models as tvm
 from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 
 import regzoo
-from regzoo.convert import FORMATS
-from regzoo.pretrained import DEFAULT_TAGS, WEIGHTS, PretrainedCfg, url_hash_prefix
-from regzoo.registry import REGISTRY, natural_key, split_model_name_tag
-from regzoo.regnet import RegNet
-from regzoo.variants import MODEL_CFGS
+from regzoo.models.regnet import RegNet
+from regzoo.utils.names import natural_key, split_model_name_tag
+from regzoo.zoo.cfgs import MODEL_CFGS
+from regzoo.zoo.convert import FORMATS
+from regzoo.zoo.pretrained import DEFAULT_TAGS, WEIGHTS, PretrainedCfg, url_hash_prefix
+from regzoo.zoo.registry import REGISTRY
 
 PUBLISHED_CSV = Path(__file__).resolve().parents[1] / 'results' / 'reference' / 'published.csv'
 ARCHS = regzoo.list_models()

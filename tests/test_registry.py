@@ -4,7 +4,8 @@ import torch
 import torchvision
 
 import regzoo
-from regzoo.registry import Registry, natural_key, split_model_name_tag
+from regzoo.utils.names import natural_key, split_model_name_tag
+from regzoo.zoo.registry import Registry
 
 
 def test_list_models_filters_and_natural_sort():

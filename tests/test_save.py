@@ -7,10 +7,10 @@ import pytest
 import timm
 import torch
 import transformers
+from conftest import randomize_bn
 from safetensors.torch import load_file
 
 import regzoo
-from conftest import randomize_bn
 
 ATOL = 1e-4
 

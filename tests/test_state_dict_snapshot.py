@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from snapshots.make_state_dict_snapshot import digest, key_shape_lines
 
 import regzoo
-from snapshots.make_state_dict_snapshot import digest, key_shape_lines
 
 SNAPSHOT = json.loads((Path(__file__).parent / 'snapshots' / 'state_dict_keys.json').read_text())
 

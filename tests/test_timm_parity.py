@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from conftest import arch_params, max_rel_diff, randomize_bn
 
 import regzoo
-from conftest import arch_params, max_rel_diff, randomize_bn
 
 TIMM_PARAMS_CSV = Path(__file__).resolve().parents[1] / 'results' / 'reference' / 'timm-params.csv'
 TIMM_ARCHS = [n for n in regzoo.list_models() if n in timm.list_models('regnet*')]

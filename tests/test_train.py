@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 import regzoo
 from regzoo.training import TrainingInputError, main, parse_args, resolve_args
-from regzoo.training.setup import create_optimizer, create_scheduler
+from regzoo.training.components import create_optimizer, create_scheduler
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ['--model', 'regnetx_002', '--img-size', '32', '--crop-pct', '1', '--color-jitter', '0', '--workers', '0',
@@ -271,5 +271,5 @@ def test_batch_larger_than_the_dataset(data_dir):
 def test_unknown_config_key_suggests_the_flag(tmp_path):
     config = tmp_path / 'c.yaml'
     config.write_text('warmup_epoch: 3\n')
-    with pytest.raises(TrainingInputError, match=r"unknown key 'warmup_epoch'; did you mean \['warmup_epochs'"):
+    with pytest.raises(TrainingInputError, match=r"unknown key 'warmup_epoch'; did you mean 'warmup_epochs'"):
         parse_args(['--config', str(config)])

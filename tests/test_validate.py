@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file, save_file
 
 import regzoo
-from regzoo.datasets import label_names
-from regzoo.pretrained import WEIGHTS
-from regzoo.published import load_published
-from regzoo.validate_cli import build_parser, main, validate
+from regzoo.data.datasets import label_names
+from regzoo.validate import build_parser, main, validate
+from regzoo.zoo.metrics import load_published
+from regzoo.zoo.pretrained import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200), (40, 200, 200))

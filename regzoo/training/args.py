@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..registry import close_matches
-from .errors import TrainingInputError
+from regzoo.training.errors import TrainingInputError
+from regzoo.utils.names import did_you_mean
 
 RECIPES = ('pycls', 'improved')
 # keys that describe where this run reads and writes, never inherited from a resumed run's args
@@ -109,10 +109,10 @@ def read_yaml(path: str | Path, what: str) -> dict[str, Any]:
 
 
 def load_recipe(name: str) -> dict[str, Any]:
-    """The preset ``regzoo/recipes/<name>.yaml`` as a dict."""
+    """The preset ``regzoo/training/recipes/<name>.yaml`` as a dict."""
     if name not in RECIPES:
         raise TrainingInputError(f'unknown recipe {name!r}; choose from {", ".join(RECIPES)}')
-    with resources.as_file(resources.files('regzoo') / 'recipes' / f'{name}.yaml') as path:
+    with resources.as_file(resources.files('regzoo.training') / 'recipes' / f'{name}.yaml') as path:
         return read_yaml(path, f'recipe {name!r}')
 
 
@@ -120,8 +120,7 @@ def _check_keys(values: dict[str, Any], parser: argparse.ArgumentParser, source:
     known = {a.dest for a in parser._actions if a.dest != 'help'}
     for key in values:
         if key not in known:
-            hint = close_matches(key, known, n=3)
-            raise TrainingInputError(f'{source}: unknown key {key!r}' + (f'; did you mean {hint}?' if hint else ''))
+            raise TrainingInputError(f'{source}: unknown key {key!r}{did_you_mean(key, known)}')
 
 
 def parse_args(argv: list[str] | None = None, resumed_args: dict[str, Any] | None = None) -> argparse.Namespace:

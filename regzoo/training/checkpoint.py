@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from .errors import TrainingInputError
+from regzoo.training.errors import TrainingInputError
 
 STATE_SUFFIX = '.state.pt'
 WEIGHTS_SUFFIX = '.safetensors'

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .data import GlobalBatchSampler, mix_seed, seed_all
-from .distributed import DistInfo, all_reduce_sum, any_process
+from regzoo.training.distributed import DistInfo, all_reduce_sum, any_process
+from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all
 
 
 @dataclass(frozen=True)

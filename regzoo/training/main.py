@@ -13,13 +13,20 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from .args import args_to_dict, load_recipe, parse_args, resolve_args
-from .checkpoint import load_checkpoint, restore_rng_states, save_checkpoint, save_weights
-from .data import load_splits, seed_all, train_loader, val_loader
-from .distributed import DistInfo, cleanup, init_distributed
-from .engine import EpochResult, TrainParts, evaluate, train_one_epoch
-from .setup import (build_model, convert_sync_bn, create_ema, create_loss, create_mixup, create_optimizer,
-                    create_scheduler)
+from regzoo.training.args import args_to_dict, load_recipe, parse_args, resolve_args
+from regzoo.training.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint, save_weights
+from regzoo.training.components import (
+    build_model,
+    convert_sync_bn,
+    create_ema,
+    create_loss,
+    create_mixup,
+    create_optimizer,
+    create_scheduler,
+)
+from regzoo.training.distributed import DistInfo, cleanup, init_distributed
+from regzoo.training.engine import EpochResult, TrainParts, evaluate, train_one_epoch
+from regzoo.training.loaders import load_splits, seed_all, train_loader, val_loader
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
 

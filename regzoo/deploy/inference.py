@@ -1,0 +1,335 @@
+"""Inference fast path: BN folded into convs, conv+bias+act(+residual add) as single oneDNN calls.
+
+Why it is fast on CPU (measured, see README "Fast inference and benchmarks"):
+- eager ``nn.Conv2d`` reorders its weight to oneDNN's blocked layout on *every* call; here the weight
+  is reordered once (``mkldnn._reorder_convolution_weight``) and reused.
+- BN, ReLU and the residual add run as oneDNN post-ops inside the conv instead of as separate passes
+  over the activations (each of those is a full memory round trip, and RegNet is memory-bound).
+- SE gates use ``F.linear`` on (N, C) rather than 1x1 convs on (N, C, 1, 1) tensors, and scale in place.
+The optimized model is a copy: the caller's model is never changed.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from regzoo.models.layers import ConvNormAct, SqueezeExcite
+from regzoo.models.regnet import Bottleneck
+
+# nn activation type -> (oneDNN post-op name, eager function)
+_ACTS = {
+    nn.ReLU: ('relu', F.relu),
+    nn.SiLU: ('swish', F.silu),
+    nn.GELU: ('gelu', F.gelu),
+    nn.Identity: ('none', None),
+}
+MEMORY_FORMATS = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
+DTYPES = {None: torch.float32, 'float32': torch.float32, 'bfloat16': torch.bfloat16,
+          torch.float32: torch.float32, torch.bfloat16: torch.bfloat16}
+
+
+def _act_of(module: nn.Module) -> str:
+    for kind, (name, _) in _ACTS.items():
+        if type(module) is kind:
+            if kind is nn.GELU and module.approximate != 'none':
+                raise ValueError(f'cannot fuse {module!r}: only exact GELU is supported')
+            return name
+    raise ValueError(f'cannot fuse activation {module!r}: supported are {[k.__name__ for k in _ACTS]}')
+
+
+def _eager_act(name: str):
+    return next(fn for attr, fn in _ACTS.values() if attr == name)
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of the conv that equals ``bn(conv(x))`` in eval mode (computed in float64)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError(f'cannot fold {bn!r}: it has no running stats (track_running_stats=False)')
+    var, mean = bn.running_var.double(), bn.running_mean.double()
+    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
+    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
+    scale = gamma / torch.sqrt(var + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
+    weight = conv.weight.double() * scale.reshape(-1, 1, 1, 1)
+    return weight.to(conv.weight.dtype), ((bias - mean) * scale + beta).to(conv.weight.dtype)
+
+
+class FusedConv(nn.Module):
+    """conv(+folded BN) -> act, as one oneDNN call with a pre-packed weight where oneDNN can run it."""
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None, act: str):
+        super().__init__()
+        self.register_buffer('weight', weight.detach().clone())
+        self.register_buffer('bias', None if bias is None else bias.detach().clone())
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.act = act
+        # opaque oneDNN tensor made on the first call after pack(); deliberately not a buffer: it cannot
+        # be saved, copied or moved
+        self.packed: torch.Tensor | None = None
+        self.use_onednn = False
+
+    def pack(self) -> None:
+        """Run the fused oneDNN kernels from now on, with the weight reordered once, on the first call."""
+        self.use_onednn = True
+
+    def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        # oneDNN picks the weight layout for the input shape; packed for the wrong shape, it would be
+        # re-laid out on every call, so the first real input is the shape hint (inductor does the same)
+        if self.packed is None:
+            self.packed = torch.ops.mkldnn._reorder_convolution_weight(
+                self.weight, self.padding, self.stride, self.dilation, self.groups, list(x.shape))
+        return self.packed
+
+    @classmethod
+    def from_conv_norm_act(cls, m: ConvNormAct) -> FusedConv:
+        weight, bias = fold_bn(m.conv, m.bn)
+        return cls(m.conv, weight, bias, _act_of(m.act))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_onednn:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
+                self.act, [], 'none' if self.act == 'gelu' else '')
+        x = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return x if self.act == 'none' else _eager_act(self.act)(x)
+
+    def forward_add(self, x: torch.Tensor, other: torch.Tensor, act: str) -> torch.Tensor:
+        """act(conv(x) + other): the residual add and the block's last act as oneDNN post-ops."""
+        if self.use_onednn and self.act == 'none' and other.is_contiguous(memory_format=torch.channels_last) == \
+                x.is_contiguous(memory_format=torch.channels_last):
+            # oneDNN's binary post-op chain takes only ReLU after the add
+            fused_act = act if act == 'relu' else None
+            x = torch.ops.mkldnn._convolution_pointwise.binary(
+                x, other, self._packed_weight(x), self.bias, self.padding, self.stride, self.dilation, self.groups,
+                'add', None, fused_act, [], '')
+            return x if act in ('none', fused_act) else _eager_act(act)(x)
+        x = self.forward(x) + other
+        return x if act == 'none' else _eager_act(act)(x)
+
+    def extra_repr(self) -> str:
+        return (f'{self.weight.shape[1] * self.groups}, {self.weight.shape[0]}, kernel_size={self.weight.shape[2:]},'
+                f' stride={self.stride}, groups={self.groups}, act={self.act}, onednn={self.use_onednn}')
+
+
+class FastSqueezeExcite(nn.Module):
+    """SqueezeExcite with linear layers on the pooled (N, C) vector and an in-place scale."""
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.fc1 = nn.Linear(se.fc1.in_channels, se.fc1.out_channels)
+        self.fc2 = nn.Linear(se.fc2.in_channels, se.fc2.out_channels)
+        with torch.no_grad():
+            for lin, conv in ((self.fc1, se.fc1), (self.fc2, se.fc2)):
+                lin.weight.copy_(conv.weight.flatten(1))
+                lin.bias.copy_(conv.bias)
+        self.act = _eager_act(_act_of(se.act))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = self.fc2(self.act(self.fc1(x.mean((2, 3))))).sigmoid()
+        # x is the grouped conv's fresh output, owned by this block: scaling it in place is safe
+        return x.mul_(gates[:, :, None, None])
+
+
+class FusedBottleneck(nn.Module):
+    """Bottleneck with folded BNs; conv3 + shortcut add + act3 run as one call."""
+
+    def __init__(self, block: Bottleneck):
+        super().__init__()
+        self.conv1 = FusedConv.from_conv_norm_act(block.conv1)
+        self.conv2 = FusedConv.from_conv_norm_act(block.conv2)
+        self.se = FastSqueezeExcite(block.se) if isinstance(block.se, SqueezeExcite) else nn.Identity()
+        self.conv3 = FusedConv.from_conv_norm_act(block.conv3)
+        self.out_act = _act_of(block.act3)
+        self.downsample = None if block.downsample is None else fuse_modules(block.downsample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(self.conv2(self.conv1(x)))
+        if self.downsample is None:
+            y = self.conv3(y)
+            return y if self.out_act == 'none' else _eager_act(self.out_act)(y)
+        return self.conv3.forward_add(y, self.downsample(x), self.out_act)
+
+
+def fuse_modules(module: nn.Module) -> nn.Module:
+    """``module`` with every Bottleneck / ConvNormAct / SqueezeExcite in it replaced, in place, by its fused form.
+
+    Other modules (PreBottleneck, the head, pooling) are kept as they are. Eval-mode semantics only.
+    """
+    if isinstance(module, Bottleneck):
+        return FusedBottleneck(module)
+    if isinstance(module, ConvNormAct):
+        return FusedConv.from_conv_norm_act(module)
+    if isinstance(module, SqueezeExcite):
+        return FastSqueezeExcite(module)
+    for name, child in list(module.named_children()):
+        setattr(module, name, fuse_modules(child))
+    return module
+
+
+class InferenceModel(nn.Module):
+    """Eval-only wrapper: casts the input to the model's memory format and dtype, runs without autograd,
+    returns the output in the input's floating dtype. ``train(True)`` raises."""
+
+    def __init__(self, model: nn.Module, memory_format: torch.memory_format, dtype: torch.dtype,
+                 compiled: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.memory_format = memory_format
+        self.dtype = dtype
+        self._compiled = compiled  # torch.compile's wrapper around self.model, or None
+        self.training = False
+
+    def train(self, mode: bool = True) -> InferenceModel:
+        if mode:
+            raise RuntimeError('an optimize_for_inference model is eval-only (BN is folded into the convs); '
+                               'train the original model instead')
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_dtype = x.dtype if x.is_floating_point() else self.dtype
+        with torch.no_grad():
+            x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+            out = (self.model if self._compiled is None else self._compiled)(x)
+        return out.to(out_dtype)
+
+
+def _build(model: nn.Module, fuse_bn: bool, memory_format: torch.memory_format, dtype: torch.dtype,
+           device: torch.device, pack: bool = True) -> InferenceModel:
+    model = copy.deepcopy(model).eval().requires_grad_(False)
+    if fuse_bn:  # folded in the model's own precision (BN stats in bf16 would lose digits), then cast
+        model = fuse_modules(model)
+    model = model.to(dtype=dtype, memory_format=memory_format)
+    # the oneDNN fused kernels need a CPU with oneDNN and, for bf16, native bf16 support in oneDNN
+    if pack and device.type == 'cpu' and torch.backends.mkldnn.is_available() and (
+            dtype == torch.float32 or torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        for m in model.modules():
+            if isinstance(m, FusedConv):
+                m.pack()
+    return InferenceModel(model, memory_format, dtype)
+
+
+def time_forward(model: nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
+    """Seconds per forward call, ``repeats`` times after one warm-up call."""
+    with torch.no_grad():
+        model(x)
+        out = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model(x)
+            out.append(time.perf_counter() - start)
+    return out
+
+
+def choose_memory_format(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int = 5) -> str:
+    """The key of the fastest candidate: median of interleaved timings, channels_last unless beaten by 5%."""
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    for m in candidates.values():
+        time_forward(m, x, 0)
+    for _ in range(repeats):
+        for k, m in candidates.items():  # interleaved so that load from other processes hits both alike
+            times[k] += time_forward(m, x, 1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return 'contiguous' if med['contiguous'] < 0.95 * med['channels_last'] else 'channels_last'
+
+
+def _cache_key(model: nn.Module, fuse_bn: bool, dtype: torch.dtype, shape: tuple[int, ...]) -> str | None:
+    cfg = getattr(model, 'cfg', None)
+    if cfg is None:
+        return None  # no architecture identity to key on: measure every time
+    arch = hashlib.sha1(repr((cfg, model.num_classes)).encode()).hexdigest()[:16]
+    return '|'.join(map(str, (torch.__version__, cpu_name(),
+                              torch.get_num_threads(), arch, fuse_bn, dtype, tuple(shape))))
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_cache_path() -> Path:
+    root = os.environ.get('REGZOO_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'regzoo'
+    return Path(root) / 'memory-format.json'
+
+
+def optimize_for_inference(
+        model: nn.Module, *, fuse_bn: bool = True, memory_format: str | torch.memory_format = 'auto',
+        dtype: str | torch.dtype | None = None, compile: bool = False, example_input: torch.Tensor | None = None,
+        cache_path: str | Path | None = 'default',
+) -> InferenceModel:
+    """An eval-only, no-grad copy of ``model`` that runs faster; ``model`` itself is not changed.
+
+    Args:
+        model: a RegNet (or any module built from regzoo layers). A model in training mode is copied
+            in eval mode (running BN stats, no dropout / drop-path), with a warning that says so.
+        fuse_bn: fold each BN into the conv before it and fuse conv+bias+act(+residual add) into
+            single oneDNN calls on CPU. ``False`` keeps the modules (memory format / dtype only).
+        memory_format: 'channels_last', 'contiguous', or 'auto': time both on ``example_input``
+            (default: batch 8 at 224x224) and keep the faster; the choice is cached in a JSON file
+            (``cache_path``; ``None`` to not cache) keyed by torch version, CPU, threads, arch, dtype
+            and input shape, so later calls are instant and deterministic.
+        dtype: None / 'float32', or 'bfloat16' (weights and activations; outputs come back in the
+            input's dtype). Fast only where oneDNN has native bf16 (AVX512-BF16 / AMX / AVX-NE-CONVERT).
+        compile: also ``torch.compile`` the fused model (inductor, with weight freezing); the first call
+            compiles, which takes a while.
+        example_input: the input the 'auto' memory format is timed on; its batch size and resolution matter.
+        cache_path: the memory-format cache file; 'default' is ``$REGZOO_CACHE`` or ``~/.cache/regzoo``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f'optimize_for_inference needs an nn.Module, got {type(model).__name__}')
+    if dtype not in DTYPES:
+        raise ValueError(f'dtype={dtype!r} is invalid: must be None, float32 or bfloat16')
+    dtype = DTYPES[dtype]
+    if isinstance(memory_format, torch.memory_format):
+        memory_format = {v: k for k, v in MEMORY_FORMATS.items()}.get(memory_format, memory_format)
+    if memory_format not in (*MEMORY_FORMATS, 'auto'):
+        raise ValueError(f'memory_format={memory_format!r} is invalid: must be one of '
+                         f'{[*MEMORY_FORMATS, "auto"]}')
+    if model.training:
+        warnings.warn('optimize_for_inference: the model is in training mode; the optimized copy is eval-only '
+                      '(BN uses its running stats, dropout and drop-path are off). The original is unchanged.',
+                      stacklevel=2)
+    device = next((p.device for p in model.parameters()), torch.device('cpu'))
+    if dtype == torch.bfloat16 and device.type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn('optimize_for_inference: this CPU has no native bfloat16 support in oneDNN '
+                      '(AVX512-BF16 / AMX / AVX-NE-CONVERT); bfloat16 will run on slow fallback kernels',
+                      stacklevel=2)
+
+    if memory_format == 'auto':
+        x = example_input if example_input is not None else torch.randn(8, getattr(model, 'in_chans', 3), 224, 224)
+        x = x.to(device=device, dtype=dtype)
+        key = _cache_key(model, fuse_bn, dtype, tuple(x.shape))
+        path = default_cache_path() if cache_path == 'default' else cache_path and Path(cache_path)
+        cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
+        if key in cache:
+            memory_format = cache[key]
+        else:
+            candidates = {k: _build(model, fuse_bn, v, dtype, device) for k, v in MEMORY_FORMATS.items()}
+            memory_format = choose_memory_format(candidates, x)
+            if path and key:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cache[key] = memory_format
+                path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+    out = _build(model, fuse_bn, MEMORY_FORMATS[memory_format], dtype, device)
+    if compile:
+        # inductor cannot see through pre-packed opaque weights: compile the dense folded model and let
+        # inductor's freezing pass do the weight packing and conv fusions itself
+        dense = _build(model, fuse_bn, out.memory_format, dtype, device, pack=False).model
+        out = InferenceModel(dense, out.memory_format, dtype, torch.compile(dense, options={'freezing': True}))
+    return out

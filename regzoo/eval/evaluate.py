@@ -1,0 +1,224 @@
+"""ImageNet-style evaluation behind validate.py: one weight or a wildcard of weights -> top-1/top-5 rows.
+
+The eval transform comes from ``regzoo.data`` (the weight's test cfg, flags override); classes are
+indexed in the weights' label order (``regzoo.datasets``); undecodable images are logged, counted
+in the result and excluded from the accuracy -- never dropped silently.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
+from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
+from regzoo.zoo.builder import create_model
+from regzoo.zoo.metrics import PublishedRef, lookup_published
+from regzoo.zoo.registry import list_models, model_entrypoint, split_model_name_tag
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How to run: everything validate.py takes besides the model name and the eval-transform overrides."""
+    data_dir: str
+    pretrained: bool = False
+    checkpoint: str | None = None
+    num_classes: int | None = None
+    batch_size: int = 256
+    workers: int = 4
+    device: str = 'cpu'
+    channels_last: bool = False
+    amp_dtype: torch.dtype | None = None
+    torchcompile: str | None = None
+    class_map: str | None = None
+    label_file: str | None = None
+    num_samples: int | None = None
+    log_freq: int = 10
+    pin_mem: bool = False
+    use_train_size: bool = False
+    published_file: str | None = None
+    progress: bool | None = None        # None: a bar only on a terminal
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One evaluated weight. The first nine fields are timm's results-file columns, in timm's order."""
+    model: str
+    img_size: int
+    top1: float
+    top1_err: float
+    top5: float
+    top5_err: float
+    param_count: float                  # millions, 2 decimals (timm's convention)
+    crop_pct: float
+    interpolation: str
+    crop_mode: str
+    loss: float
+    num_images: int
+    num_skipped: int
+    samples_per_sec: float
+    published_top1: float | None = None
+    published_top5: float | None = None
+    top1_diff: float | None = None
+    top5_diff: float | None = None
+    published_source: str | None = None
+    # per image, in dataset order: (target, top-k predicted indices); not part of the results row
+    predictions: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    skipped: tuple[SkippedImage, ...] = ()
+
+    def row(self) -> dict:
+        skip = {'predictions', 'skipped'}
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class EvalCounts:
+    num_images: int
+    correct1: int
+    correct5: int
+    loss_sum: float
+    seconds: float
+    predictions: tuple[tuple[int, tuple[int, ...]], ...]
+    skipped: tuple[SkippedImage, ...]
+
+
+def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, num_classes: int, desc: str = '') -> EvalCounts:
+    """Top-1/top-5 counts and summed loss of ``model`` over ``loader`` (batches from ``collate_eval``)."""
+    device = torch.device(opts.device)
+    topk = min(5, num_classes)
+    criterion = nn.CrossEntropyLoss(reduction='sum')
+
+    def autocast():
+        return torch.autocast(device.type, dtype=opts.amp_dtype) if opts.amp_dtype else contextlib.nullcontext()
+    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
+    n = correct1 = correct5 = 0
+    loss_sum = 0.0
+    predictions, skipped = [], []
+    bar = tqdm(loader, desc=desc, unit='batch', disable=(None if opts.progress is None else not opts.progress),
+               dynamic_ncols=True)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for step, (images, targets, _, bad) in enumerate(bar):
+            for item in bad:
+                _logger.warning('skipped unreadable image %s (%s)', item.path, item.reason)
+            skipped.extend(bad)
+            if images is None:
+                continue
+            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            targets = targets.to(device, non_blocking=True)
+            with autocast():
+                logits = model(images)
+            logits = logits.float()
+            loss_sum += criterion(logits, targets).item()
+            top = logits.topk(topk, dim=1).indices
+            hits = top.eq(targets[:, None])
+            correct1 += int(hits[:, 0].sum())
+            correct5 += int(hits.any(dim=1).sum())
+            n += len(targets)
+            predictions.extend(zip(targets.tolist(), map(tuple, top.tolist())))
+            bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
+            if opts.log_freq and step % opts.log_freq == 0:
+                _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
+                             100 * correct5 / n)
+    seconds = time.perf_counter() - start
+    return EvalCounts(n, correct1, correct5, loss_sum, seconds, tuple(predictions), tuple(skipped))
+
+
+def _build_model(name: str, opts: EvalOptions) -> nn.Module:
+    """The model with its weights. The loader re-initialises a classifier of another size (right for
+    fine-tuning); scoring such a head would be meaningless, so here a size mismatch is an error."""
+    model_entrypoint(name)  # an unknown name raises here, with close matches, not as a checkpoint problem
+    num_classes, checkpoint = opts.num_classes, None
+    if opts.checkpoint:
+        from regzoo.zoo.loading import apply_checkpoint, read_checkpoint
+        checkpoint = read_checkpoint(opts.checkpoint)  # read once: its head size picks num_classes
+        ckpt_classes = checkpoint.num_classes()
+        if not ckpt_classes:
+            raise ValueError(f'checkpoint {opts.checkpoint} has no classifier (head.fc); nothing to validate')
+        if num_classes and num_classes != ckpt_classes:
+            raise ValueError(f'--num-classes {num_classes} but checkpoint {opts.checkpoint} has a '
+                             f'{ckpt_classes}-class classifier')
+        num_classes = ckpt_classes
+    model = create_model(name, pretrained=opts.pretrained, num_classes=num_classes)
+    if checkpoint is not None:
+        try:
+            apply_checkpoint(model, checkpoint)  # what create_model(checkpoint_path=) does, without a second read
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise ValueError(f'checkpoint {opts.checkpoint} does not load into {name!r}: {err}') from err
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if opts.pretrained and not opts.checkpoint and cfg is not None and cfg.num_classes != model.num_classes:
+        raise ValueError(f'{cfg.name} has a {cfg.num_classes}-class classifier; --num-classes {num_classes} '
+                         'would re-initialise it')
+    return model
+
+
+def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None) -> EvalResult:
+    """Build ``name`` (arch or arch.tag), evaluate it on ``opts.data_dir`` and compare with the published numbers."""
+    model = _build_model(name, opts)
+    num_classes = model.num_classes
+    if not num_classes:
+        raise ValueError(f'{name} has no classifier (num_classes=0); validate needs logits')
+    cfg = getattr(model, 'pretrained_cfg', None)
+    # a checkpoint with another head (a fine-tune) is not the tagged weight: no label set, no published number
+    weight = cfg if cfg is not None and cfg.num_classes == num_classes else None
+    full_name = weight.name if weight is not None and (opts.pretrained or split_model_name_tag(name)[1]) else \
+        split_model_name_tag(name)[0]
+    data_config = resolve_data_config(overrides or {}, model=model, use_test_size=not opts.use_train_size)
+    dataset = build_eval_dataset(
+        opts.data_dir, create_transform(data_config), num_classes=num_classes,
+        label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
+        num_samples=opts.num_samples, class_map=read_class_map(opts.class_map) if opts.class_map else None)
+    param_count = sum(p.numel() for p in model.parameters())
+    _logger.info('%s: %d params, eval cfg %s', full_name, param_count, data_config)
+
+    model = model.to(opts.device).eval()
+    if opts.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if opts.torchcompile:
+        model = torch.compile(model, backend=opts.torchcompile)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers, collate_fn=collate_eval,
+        pin_memory=opts.pin_mem, persistent_workers=False)
+    counts = run_eval(model, loader, opts, num_classes, desc=full_name)
+    if counts.num_images == 0:
+        raise ValueError(f'none of the {len(dataset)} images in {opts.data_dir} could be read '
+                         f'({len(counts.skipped)} skipped)')
+    return _make_result(full_name, data_config, param_count, counts,
+                        lookup_published(full_name, opts.published_file, weight) if weight is not None else None)
+
+
+def _make_result(
+        name: str, cfg: DataConfig, param_count: int, counts: EvalCounts, ref: PublishedRef | None,
+) -> EvalResult:
+    top1 = 100 * counts.correct1 / counts.num_images
+    top5 = 100 * counts.correct5 / counts.num_images
+    has1, has5 = ref is not None and ref.top1 is not None, ref is not None and ref.top5 is not None
+    return EvalResult(
+        model=name, img_size=cfg.img_size, top1=round(top1, 3), top1_err=round(100 - top1, 3),
+        top5=round(top5, 3), top5_err=round(100 - top5, 3), param_count=round(param_count / 1e6, 2),
+        crop_pct=cfg.crop_pct, interpolation=cfg.interpolation, crop_mode=cfg.crop_mode,
+        loss=round(counts.loss_sum / counts.num_images, 4), num_images=counts.num_images,
+        num_skipped=len(counts.skipped), samples_per_sec=round(counts.num_images / counts.seconds, 2),
+        published_top1=ref.top1 if has1 else None, published_top5=ref.top5 if has5 else None,
+        top1_diff=round(top1 - ref.top1, 3) if has1 else None, top5_diff=round(top5 - ref.top5, 3) if has5 else None,
+        published_source=ref.source if ref is not None else None,
+        predictions=counts.predictions, skipped=counts.skipped)
+
+
+def expand_model_names(pattern: str, pretrained: bool) -> list[str]:
+    """A name, or every registered arch (or ``arch.tag`` with ``pretrained``) matching an fnmatch pattern."""
+    if not any(c in pattern for c in '*?['):
+        return [pattern]
+    names = list_models(pattern, pretrained=pretrained)
+    if not names:
+        what = 'pretrained weights' if pretrained else 'architectures'
+        raise ValueError(f'no {what} match {pattern!r}' + ('' if pretrained else ' (see regzoo.list_models())'))
+    return names

@@ -1,0 +1,182 @@
+"""Datasets, transforms and a resumable, shard-aware sampler.
+
+Exact resume and DDP == one process rest on two choices here:
+- the epoch's order is a permutation seeded by (seed, epoch), cut into *global* batches; each global
+  batch is cut into contiguous per-process micro-batches. So rank r of W at step j sees the same images
+  whatever W and --grad-accum-steps are, as long as the global batch is the same, and a resumed run
+  can start mid-epoch by skipping micro-batches;
+- every image's augmentation draws from RNGs seeded by (seed, epoch, image index), not from a stream
+  that depends on worker scheduling or on where a run was interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.datasets import ImageFolder
+from torchvision.transforms import Normalize
+
+from regzoo.data.transforms import create_transform as create_eval_transform
+from regzoo.data.transforms import resolve_data_config
+from regzoo.training.errors import TrainingInputError
+
+# AlexNet/pycls PCA of ImageNet RGB pixels (pycls/datasets/transforms.py, there in BGR order)
+_EIG_VALS = torch.tensor([0.2175, 0.0188, 0.0045])
+_EIG_VECS = torch.tensor([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]])
+
+
+def mix_seed(*values: int) -> int:
+    """A well-mixed 32-bit seed from a tuple of ints (seed, rank, epoch, step / index)."""
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1)[0])
+
+
+def seed_all(seed: int) -> None:
+    """Seed the three global RNGs that torchvision/timm transforms, mixup and drop-path read.
+
+    Only torch's CPU generator: torch.manual_seed also seeds every GPU and costs ~0.6 ms per call,
+    which adds up at one call per image; nothing here draws random numbers on the GPU.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.default_generator.manual_seed(seed)
+
+
+class PcaLighting:
+    """AlexNet-style lighting noise on a normalized CHW tensor (pycls TRAIN.PCA_STD); timm has none."""
+
+    def __init__(self, std: float):
+        self.std = std
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        alpha = torch.randn(3) * self.std
+        return img + (_EIG_VECS @ (alpha * _EIG_VALS)).view(3, 1, 1).to(img.dtype)
+
+    def __repr__(self) -> str:
+        return f'PcaLighting(std={self.std})'
+
+
+def train_transform(args: argparse.Namespace):
+    tf = create_transform(
+        args.img_size, is_training=True, scale=tuple(args.scale), hflip=args.hflip,
+        color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=args.interpolation,
+        re_prob=args.reprob)
+    if args.pca_lighting:
+        at = next(i for i, t in enumerate(tf.transforms) if isinstance(t, Normalize)) + 1
+        tf.transforms.insert(at, PcaLighting(args.pca_lighting))
+    return tf
+
+
+def eval_transform(args: argparse.Namespace):
+    """Resize the short side to img_size / crop_pct, center-crop img_size (pycls: 256 -> 224)."""
+    config = resolve_data_config({'img_size': args.img_size, 'crop_pct': args.crop_pct,
+                                  'interpolation': args.interpolation})
+    return create_eval_transform(config)
+
+
+def _image_folder(data_dir: Path, split: str) -> ImageFolder:
+    root = data_dir / split
+    if not root.is_dir():
+        present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        raise TrainingInputError(
+            f'split folder {root} not found; {data_dir} holds {present or "no folders"} '
+            f'(choose with --train-split / --val-split)')
+    try:
+        return ImageFolder(str(root))
+    except (FileNotFoundError, RuntimeError) as e:  # raised for an empty tree or no class folders
+        raise TrainingInputError(f'{root}: {e}') from None
+
+
+def load_splits(args: argparse.Namespace) -> tuple[ImageFolder, ImageFolder, int]:
+    """Train and val ImageFolders (val with the eval transform) and the number of classes."""
+    if not args.data_dir:
+        raise TrainingInputError('--data-dir is required')
+    data_dir = Path(args.data_dir)
+    if not data_dir.is_dir():
+        raise TrainingInputError(f'--data-dir {data_dir} does not exist or is not a folder')
+    train, val = _image_folder(data_dir, args.train_split), _image_folder(data_dir, args.val_split)
+    if val.class_to_idx != train.class_to_idx:
+        only_val = sorted(set(val.classes) - set(train.classes))
+        raise TrainingInputError(
+            f'the {args.val_split} classes differ from the {args.train_split} classes'
+            + (f' (only in {args.val_split}: {only_val[:5]})' if only_val else ''))
+    num_classes = len(train.classes)
+    if args.num_classes is not None and args.num_classes != num_classes:
+        raise TrainingInputError(
+            f'--num-classes {args.num_classes} conflicts with the data: {data_dir / args.train_split} '
+            f'has {num_classes} class folders')
+    val.transform = eval_transform(args)
+    return train, val, num_classes
+
+
+class SeededTransformDataset(Dataset):
+    """Indexed by (index, seed): seeds the RNGs, then loads and transforms image ``index``."""
+
+    def __init__(self, base: ImageFolder, transform):
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, seed = key
+        path, target = self.base.samples[index]
+        img = self.base.loader(path)
+        seed_all(seed)
+        return self.transform(img), target
+
+
+class GlobalBatchSampler(Sampler[tuple[int, int]]):
+    """(index, augmentation seed) pairs for one process: see the module docstring."""
+
+    def __init__(self, num_images: int, batch_size: int, world_size: int, rank: int, accum_steps: int,
+                 seed: int, shuffle: bool = True):
+        self.num_images, self.batch_size, self.world_size, self.rank = num_images, batch_size, world_size, rank
+        self.accum_steps, self.seed, self.shuffle = accum_steps, seed, shuffle
+        self.global_batch = batch_size * world_size * accum_steps
+        if self.global_batch > num_images:
+            raise TrainingInputError(
+                f'the global batch {self.global_batch} (= batch {batch_size} x {world_size} processes x '
+                f'{accum_steps} accumulation steps) is larger than the {num_images} training images')
+        self.updates_per_epoch = num_images // self.global_batch  # the ragged tail is dropped, as drop_last
+        self.micro_steps_per_epoch = self.updates_per_epoch * accum_steps
+        self.epoch, self.start_micro_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_micro_step: int = 0) -> None:
+        self.epoch, self.start_micro_step = epoch, start_micro_step
+
+    def __len__(self) -> int:
+        return (self.micro_steps_per_epoch - self.start_micro_step) * self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_images, generator=g).tolist()
+        else:
+            order = list(range(self.num_images))
+        a, w, b = self.accum_steps, self.world_size, self.batch_size
+        for m in range(self.start_micro_step, self.micro_steps_per_epoch):
+            chunk = (m // a) * a * w + self.rank * a + m % a
+            for index in order[chunk * b:(chunk + 1) * b]:
+                yield index, mix_seed(self.seed, self.epoch, index)
+
+
+def train_loader(train: ImageFolder, args: argparse.Namespace, rank: int) -> tuple[DataLoader, GlobalBatchSampler]:
+    sampler = GlobalBatchSampler(len(train), args.batch_size, args.world_size, rank, args.grad_accum_steps, args.seed)
+    loader = DataLoader(
+        SeededTransformDataset(train, train_transform(args)), batch_size=args.batch_size, sampler=sampler,
+        num_workers=args.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
+        persistent_workers=False)  # workers re-read the sampler's epoch / start step every epoch
+    return loader, sampler
+
+
+def val_loader(val: ImageFolder, args: argparse.Namespace, rank: int) -> DataLoader:
+    # every image exactly once over all processes (no padding), so the summed metrics are exact
+    indices = list(range(rank, len(val), args.world_size))
+    return DataLoader(torch.utils.data.Subset(val, indices), batch_size=args.validation_batch_size or args.batch_size,
+                      num_workers=args.workers, shuffle=False)

@@ -1,0 +1,31 @@
+"""Names: model-name parsing, natural sort order and the one "did you mean" helper every error message uses."""
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+
+def split_model_name_tag(name: str) -> tuple[str, str | None]:
+    """'regnety_032.pycls_in1k' -> ('regnety_032', 'pycls_in1k'); no tag -> (name, None)."""
+    arch, _, tag = name.partition('.')
+    return arch, tag or None
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders embedded numbers numerically ('regnety_2560' after 'regnety_320')."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', name)]
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 5) -> list[str]:
+    """Candidates close to ``name``: prefix matches first ('regnety_03' -> 'regnety_032'), then similar spellings."""
+    candidates = list(candidates)
+    matches = difflib.get_close_matches(name, candidates, n=n, cutoff=0.6)
+    prefixed = [c for c in sorted(candidates, key=natural_key) if c.startswith(name) and c not in matches]
+    return (prefixed + matches)[:n]
+
+
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """'; did you mean 'a', 'b'?' for the close matches of ``name``, or '' when there are none."""
+    hint = close_matches(name, candidates, n=n)
+    return f'; did you mean {", ".join(map(repr, hint))}?' if hint else ''

@@ -1,0 +1,148 @@
+"""Command line of validate.py: flags named as in timm's validate.py, one results table for many weights."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
+from regzoo.eval.evaluate import EvalOptions, EvalResult, evaluate_weight, expand_model_names
+from regzoo.zoo.metrics import lookup_published
+
+_logger = logging.getLogger('validate')
+RESULT_FORMATS = ('.csv', '.json')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description='Validate regzoo weights on an ImageNet-style folder.')
+    add = p.add_argument
+    add('--data-dir', required=True, metavar='DIR',
+        help='ImageFolder split (DIR/<wnid>/*.JPEG), an ImageNet root with val/, or flat val images + --label-file')
+    add('--model', '-m', required=True, metavar='NAME', help="arch, arch.tag, or a pattern such as 'regnety*'")
+    add('--pretrained', action='store_true', help='load the weight (with a pattern: every matching arch.tag)')
+    add('--checkpoint', default='', metavar='PATH', help='local checkpoint file or directory (any supported format)')
+    add('--num-classes', type=int, default=None, help='classifier size (default: the weight\'s, else 1000)')
+    add('-b', '--batch-size', type=int, default=256, metavar='N')
+    add('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes (0: in the main process)')
+    add('--img-size', type=int, default=None, metavar='N', help='square input size (default: the weight\'s test size)')
+    add('--input-size', type=int, nargs=3, default=None, metavar='N', help='C H W input size')
+    add('--use-train-size', action='store_true', help='use the train input size/crop even when a test size is set')
+    add('--crop-pct', type=float, default=None, metavar='P')
+    add('--crop-mode', choices=CROP_MODES, default=None)
+    add('--interpolation', choices=INTERPOLATIONS, default=None)
+    add('--mean', type=float, nargs='+', default=None, metavar='MEAN')
+    add('--std', type=float, nargs='+', default=None, metavar='STD')
+    add('--channels-last', action='store_true')
+    add('--amp', action='store_true', help='mixed-precision inference')
+    add('--amp-dtype', choices=('float16', 'bfloat16'), default='float16')
+    add('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
+    add('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    add('--pin-mem', action='store_true')
+    add('--results-file', default='', metavar='FILE', help='write the rows in timm\'s format; .csv or .json')
+    add('--class-map', default='', metavar='FILE', help='class name -> index (.txt one per line, or .json)')
+    add('--label-file', default='', metavar='FILE',
+        help='ground truth for a flat val folder: LOC_val_solution.csv, "<file> <wnid|index>" lines, or one wnid/line')
+    add('--num-samples', type=int, default=None, metavar='N', help='evaluate only the first N images')
+    add('--log-freq', type=int, default=10, metavar='N', help='log every N batches (0: never)')
+    add('--published-file', default=None, metavar='FILE', help='reference table (default: results/published.csv)')
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
+    """Split parsed flags into run options and eval-transform overrides (checking what can be checked up front)."""
+    if not Path(args.data_dir).is_dir():
+        raise FileNotFoundError(f'--data-dir {args.data_dir} does not exist or is not a directory')
+    if args.results_file and Path(args.results_file).suffix.lower() not in RESULT_FORMATS:
+        raise ValueError(f'--results-file {args.results_file}: use a .csv or .json file name')
+    if args.checkpoint and not Path(args.checkpoint).exists():
+        raise FileNotFoundError(f'--checkpoint {args.checkpoint} does not exist')
+    if args.checkpoint and any(c in args.model for c in '*?['):
+        raise ValueError('--checkpoint needs a single --model, not a pattern')
+    for flag in ('batch_size', 'num_samples'):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise ValueError(f'--{flag.replace("_", "-")} must be >= 1')
+    opts = EvalOptions(
+        data_dir=args.data_dir, pretrained=args.pretrained, checkpoint=args.checkpoint or None,
+        num_classes=args.num_classes, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        channels_last=args.channels_last, amp_dtype=getattr(torch, args.amp_dtype) if args.amp else None,
+        torchcompile=args.torchcompile, class_map=args.class_map or None, label_file=args.label_file or None,
+        num_samples=args.num_samples, log_freq=args.log_freq, pin_mem=args.pin_mem,
+        use_train_size=args.use_train_size, published_file=args.published_file)
+    overrides = {k: getattr(args, k) for k in
+                 ('img_size', 'input_size', 'crop_pct', 'crop_mode', 'interpolation', 'mean', 'std')}
+    return opts, overrides
+
+
+def validate(args: argparse.Namespace) -> tuple[list[EvalResult], dict[str, str]]:
+    """Evaluate every selected weight. A single model raises on error; a pattern records the failure and goes on."""
+    opts, overrides = options_from_args(args)
+    names = expand_model_names(args.model, args.pretrained)
+    results, failures = [], {}
+    if len(names) == 1:
+        return [evaluate_weight(names[0], opts, overrides)], failures
+    for i, name in enumerate(names, 1):
+        _logger.info('[%d/%d] %s', i, len(names), name)
+        try:
+            results.append(evaluate_weight(name, opts, overrides))
+        except Exception as err:  # noqa: BLE001 -- one missing weight must not stop a 60-weight sweep
+            _logger.error('%s failed: %s', name, err)
+            failures[name] = f'{type(err).__name__}: {err}'
+    return results, failures
+
+
+def write_results(results: list[EvalResult], path: str | Path) -> None:
+    rows = [r.row() for r in results]
+    path = Path(path)
+    if path.suffix.lower() == '.json':
+        path.write_text(json.dumps(rows if len(rows) != 1 else rows[0], indent=2) + '\n')
+        return
+    with path.open('w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(EvalResult.__dataclass_fields__),
+                                lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def format_summary(results: list[EvalResult], published_file: str | None = None) -> str:
+    """A fixed-width table: measured vs published, with the reasons a gap may not be comparable."""
+    head = f'{"model":34} {"img":>4} {"top1":>7} {"top5":>7} {"loss":>7} {"img/s":>8} {"params":>7} ' \
+           f'{"pub top1":>8} {"Δtop1":>7} {"pub top5":>8} {"Δtop5":>7}  notes'
+    lines = [head, '-' * len(head)]
+    for r in results:
+        def fmt(v, spec='8.3f'):
+            return format(v, spec) if v is not None else '-'.rjust(int(spec.lstrip('+').split('.')[0]))
+        notes = []
+        if r.num_skipped:
+            notes.append(f'{r.num_skipped} unreadable image(s) skipped')
+        ref = lookup_published(r.model, published_file)
+        if ref is not None and r.published_top1 is not None:
+            notes += ref.settings_differ(r.img_size, r.crop_pct, r.interpolation)
+        lines.append(f'{r.model:34} {r.img_size:>4} {r.top1:7.3f} {r.top5:7.3f} {r.loss:7.4f} {r.samples_per_sec:8.1f} '
+                     f'{r.param_count:6.2f}M {fmt(r.published_top1)} {fmt(r.top1_diff, "+7.3f")} '
+                     f'{fmt(r.published_top5)} {fmt(r.top5_diff, "+7.3f")}  {"; ".join(notes)}')
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        results, failures = validate(args)
+    except (ValueError, FileNotFoundError, TypeError, RuntimeError, OSError) as err:
+        print(f'validate.py: error: {err}', file=sys.stderr)
+        return 2
+    if results:
+        print(format_summary(results, args.published_file))
+        if args.results_file:
+            write_results(results, args.results_file)
+            print(f'wrote {len(results)} row(s) to {args.results_file}')
+    for name, error in failures.items():
+        print(f'FAILED {name}: {error.splitlines()[0]}', file=sys.stderr)  # full message logged above
+    return 1 if failures else 0

@@ -1,0 +1,125 @@
+"""Write a model as a directory another library loads: HF transformers or timm's hub layout.
+
+Both write ``model.safetensors`` + ``config.json`` only: nothing pickled, so loading them never runs code.
+
+* ``format='hf'``: ``transformers.RegNetForImageClassification.from_pretrained(out_dir)`` loads it.
+  Only architectures HF's ``RegNetConfig`` can express (plain RegNetX/Y at output stride 32);
+  anything else raises, naming the features HF lacks.
+* ``format='timm'``: our keys are timm's; ``config.json`` is timm's hub config
+  (``architecture``, ``num_classes``, ``num_features``, ``pretrained_cfg``, and ``model_args`` when the
+  model differs from its registered architecture), read back by ``create_model(arch, checkpoint_path=out_dir)``
+  and by ``timm.create_model(arch, pretrained_cfg_overlay=dict(file=out_dir / 'model.safetensors'))``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import torch.nn as nn
+from safetensors.torch import save_file
+
+from regzoo.models.regnet import RegNet
+from regzoo.zoo.cfgs import MODEL_CFGS
+from regzoo.zoo.convert import hf
+from regzoo.zoo.pretrained import PretrainedCfg
+
+SAVE_FORMATS = ('hf', 'timm')
+WEIGHTS_NAME = 'model.safetensors'
+CONFIG_NAME = 'config.json'
+# fields that say where the *original* weight lived: wrong for the copy we write
+_LOCATION_FIELDS = ('hf_hub_id', 'hf_hub_filename', 'url', 'file', 'sha256')
+_METRIC_FIELDS = ('top1', 'top5', 'metrics_source')
+
+
+def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 'hf', arch: str | None = None) -> Path:
+    """Write ``model`` to ``out_dir`` (created if needed) as ``config.json`` + ``model.safetensors``.
+
+    Args:
+        model: a ``regzoo.RegNet`` (not a ``features_only`` wrapper).
+        out_dir: target directory; existing files of the same names are replaced.
+        format: 'hf' (transformers) or 'timm'.
+        arch: registered architecture name for 'timm' (default: the one whose config equals the model's).
+
+    Returns:
+        the directory written.
+    """
+    if format not in SAVE_FORMATS:
+        raise ValueError(f'unknown format {format!r}; valid: {", ".join(SAVE_FORMATS)}')
+    if not isinstance(model, RegNet):
+        raise TypeError(f'save_pretrained needs a regzoo.RegNet, got {type(model).__name__}; '
+                        'for a features_only model save the model it wraps')
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if format == 'hf':
+        config = hf.hf_config(model, _label_names(model))
+        tensors = hf.from_regzoo(state_dict, se=bool(model.cfg.se_ratio))
+    else:
+        config, tensors = _timm_config(model, arch), state_dict
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # write-then-rename: an interrupted save never leaves a truncated file under the final name
+    tmp_weights, tmp_config = out / (WEIGHTS_NAME + '.tmp'), out / (CONFIG_NAME + '.tmp')
+    save_file(tensors, tmp_weights, metadata={'format': 'pt'})
+    tmp_config.write_text(json.dumps(config, indent=2) + '\n')
+    os.replace(tmp_weights, out / WEIGHTS_NAME)
+    os.replace(tmp_config, out / CONFIG_NAME)
+    return out
+
+
+def _label_names(model: RegNet) -> list[str] | None:
+    """ImageNet-1k class names when the classifier is an ImageNet-1k one (HF shows them in pipelines)."""
+    cfg = getattr(model, 'pretrained_cfg', None)
+    if cfg is None or cfg.label_set != 'imagenet-1k' or model.num_classes != 1000:
+        return None
+    from timm.data import ImageNetInfo
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
+
+
+def _resolve_arch(model: RegNet, arch: str | None) -> str:
+    if arch is not None:
+        if arch not in MODEL_CFGS:
+            from regzoo.zoo.registry import REGISTRY
+            arch = REGISTRY.resolve(arch)  # aliases; unknown names raise with close matches
+        return arch
+    matches = [name for name, cfg in MODEL_CFGS.items() if cfg == model.cfg]
+    pretrained = getattr(model, 'pretrained_cfg', None)
+    if pretrained is not None and pretrained.arch in matches:
+        return pretrained.arch
+    if matches:
+        return matches[0]
+    if pretrained is not None:
+        return pretrained.arch
+    raise ValueError('save_pretrained: the model config matches no registered architecture; pass arch= '
+                     '(the differing fields are then stored as model_args)')
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _timm_config(model: RegNet, arch: str | None) -> dict:
+    arch = _resolve_arch(model, arch)
+    base = MODEL_CFGS[arch]
+    model_args = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(base)
+                  if getattr(model.cfg, f.name) != getattr(base, f.name)}
+    if model.in_chans != 3:
+        model_args['in_chans'] = model.in_chans
+    if model.head.pool_type != 'avg':
+        model_args['global_pool'] = model.head.pool_type
+    if any(s.dilation > 1 for s in model.stage_specs):
+        model_args['output_stride'] = 32 // 2 ** sum(s.dilation > 1 for s in model.stage_specs)
+
+    pretrained = getattr(model, 'pretrained_cfg', None) or PretrainedCfg(arch=arch, tag='')
+    changes = dict.fromkeys(_LOCATION_FIELDS)
+    if pretrained.num_classes != model.num_classes:
+        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes)
+    changes.update(source_format='timm', input_size=(model.in_chans, *pretrained.input_size[1:]))
+    pretrained_cfg = {k: _jsonable(v) for k, v in dataclasses.asdict(pretrained.replace(**changes)).items()
+                      if k not in _LOCATION_FIELDS}
+    config = dict(architecture=arch, num_classes=model.num_classes, num_features=model.num_features,
+                  pretrained_cfg=pretrained_cfg)
+    if model_args:
+        config['model_args'] = model_args
+    return config
