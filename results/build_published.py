@@ -1,6 +1,11 @@
-"""Regenerate results/published.csv from the shared reference table (one row per arch.tag).
+"""Regenerate regzoo/zoo/published.csv, the packaged metrics table, from the sourced reference table.
 
     python results/build_published.py [results/reference/published.csv]
+
+The output has one row per arch.tag and is the only copy of the published numbers the package uses:
+the weight table (``regzoo.zoo.pretrained``), validate.py and the results tables all read it through
+``regzoo.zoo.metrics``. The input, with every source per weight, stays in results/reference/ and is
+what tests/test_pretrained.py checks the packaged numbers against.
 
 Reference choice: the timm results-imagenet.csv row measured at timm's default *test* cfg for the
 weight (test_input_size, test_crop_pct or crop_pct) -- that is the eval transform regzoo's

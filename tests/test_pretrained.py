@@ -1,9 +1,10 @@
 """The pretrained-weight table: schema, parity with timm's default_cfgs and torchvision's weight enums,
-published metrics against the reference table, and the lookup API."""
+the default weights, published metrics (the packaged table against the reference table), and the lookup API."""
 import csv
 import dataclasses
 import re
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from regzoo.models.regnet import RegNet
 from regzoo.utils.names import natural_key, split_model_name_tag
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import FORMATS
-from regzoo.zoo.pretrained import DEFAULT_TAGS, WEIGHTS, PretrainedCfg, url_hash_prefix
+from regzoo.zoo.metrics import load_published, lookup_published
+from regzoo.zoo.pretrained import WEIGHTS, PretrainedCfg, url_hash_prefix
 from regzoo.zoo.registry import REGISTRY
 
 PUBLISHED_CSV = Path(__file__).resolve().parents[1] / 'results' / 'reference' / 'published.csv'
@@ -97,12 +99,17 @@ def test_schema(name):
         assert cfg.top5 is None and cfg.metrics_source is None
 
 
-def test_each_arch_has_one_default_tag_the_same_as_timm():
-    assert sorted(DEFAULT_TAGS) == sorted(ARCHS)
-    for arch, tag in DEFAULT_TAGS.items():
-        assert f'{arch}.{tag}' in WEIGHTS
-        assert tag == timm.models._registry._model_default_cfgs[arch].tags[0]  # timm's default: its first tag
-        assert regzoo.get_pretrained_cfg(arch) is WEIGHTS[f'{arch}.{tag}']
+def test_each_arch_has_exactly_one_default_weight_the_same_as_timm():
+    assert sorted({cfg.arch for cfg in WEIGHTS.values()}) == sorted(ARCHS)
+    for arch in ARCHS:
+        defaults = [cfg for cfg in WEIGHTS.values() if cfg.arch == arch and cfg.default]
+        assert len(defaults) == 1, f'{arch}: {[cfg.tag for cfg in defaults]}'
+        # timm's default is what timm.create_model(arch, pretrained=True) loads: its first-listed tag
+        first_listed = timm.models._registry._model_default_cfgs[arch].tags[0]
+        assert defaults[0].tag == timm_pretrained_cfg(arch).tag == first_listed
+        assert regzoo.get_pretrained_cfg(arch) is defaults[0]
+    assert regzoo.get_pretrained_cfg('regnety_032').tag == timm_pretrained_cfg('regnety_032').tag == 'ra_in1k'
+    assert regzoo.get_pretrained_cfg('regnetx_002').tag == timm_pretrained_cfg('regnetx_002').tag == 'pycls_in1k'
 
 
 @pytest.mark.skipif(not PUBLISHED_CSV.is_file(), reason=f'{PUBLISHED_CSV} (reference table) not present')
@@ -123,6 +130,35 @@ def test_published_metrics_match_the_reference_table():
                        and int(r['img_size']) == eval_size for r in rows), cfg.name
         else:  # no number: the reference table has none with an ImageNet-1k top-1 either
             assert not any((r['model'], r['tag']) == (cfg.arch, cfg.tag) and r['top1'] for r in rows), cfg.name
+
+
+def test_packaged_metrics_table_is_the_one_source():
+    """regzoo/zoo/published.csv ships in the package; the weight table's numbers are its numbers, and each
+    number was measured with the eval settings of the weight's own cfg."""
+    assert resources.files('regzoo.zoo').joinpath('published.csv').is_file()
+    published = load_published()
+    assert set(published) <= set(WEIGHTS)
+    for name, cfg in WEIGHTS.items():
+        ref = lookup_published(name)
+        if ref is None or ref.top1 is None:
+            assert (cfg.top1, cfg.top5, cfg.metrics_source) == (None, None, None), name
+            continue
+        assert (cfg.top1, cfg.top5, cfg.metrics_source) == (ref.top1, ref.top5, ref.source), name
+        eval_settings = ((cfg.test_input_size or cfg.input_size)[-1], cfg.test_crop_pct or cfg.crop_pct,
+                         cfg.interpolation)
+        assert not ref.settings_differ(*eval_settings), name
+    assert regzoo.get_pretrained_cfg('regnety_032').top1 == 82.724
+    assert lookup_published('regnety_032') is None  # a bare arch names no weight
+
+
+def test_lookup_published_reads_another_table_and_names_a_missing_one(tmp_path):
+    table = tmp_path / 'mine.csv'
+    table.write_text('model,img_size,crop_pct,interpolation,top1,top5,source\n'
+                     'regnetx_002.pycls_in1k,224,0.875,bicubic,1.5,2.5,my run\n')
+    ref = lookup_published('regnetx_002.pycls_in1k', table)
+    assert (ref.top1, ref.top5, ref.img_size, ref.source) == (1.5, 2.5, 224, 'my run')
+    with pytest.raises(FileNotFoundError, match='nope.csv does not exist; pass an existing CSV'):
+        lookup_published('regnetx_002.pycls_in1k', tmp_path / 'nope.csv')
 
 
 def test_get_pretrained_cfg_and_errors():

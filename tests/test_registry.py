@@ -1,11 +1,21 @@
-"""Registry behaviour: listing, filters, natural sort, aliases, tags and the errors for bad input."""
+"""Registry behaviour: listing, filters, natural sort, aliases, tags, the decorated factories, user
+registration and the errors for bad input."""
+import contextlib
+import inspect
+import re
+import textwrap
+
 import pytest
+import timm
 import torch
+import torch.nn as nn
 import torchvision
 
 import regzoo
 from regzoo.utils.names import natural_key, split_model_name_tag
-from regzoo.zoo.registry import Registry
+from regzoo.zoo import factories
+from regzoo.zoo.cfgs import paper_name
+from regzoo.zoo.registry import REGISTRY, Registry
 
 
 def test_list_models_filters_and_natural_sort():
@@ -91,3 +101,125 @@ def test_paper_aliases():
     assert regzoo.create_model('RegNetY-3.2GF').arch == 'regnety_032'
     assert regzoo.create_model('RegNetX-200MF').arch == 'regnetx_002'
     assert regzoo.model_entrypoint('RegNetY-8.0GF').__name__ == 'regnety_080'
+
+
+def test_torchvision_128gf_alias_is_regnety_1280():
+    # regression: the torchvision alias list missed 1280, so create_model('regnet_y_128gf') failed
+    assert regzoo.is_model('regnet_y_128gf')
+    assert regzoo.model_entrypoint('regnet_y_128gf') is regzoo.model_entrypoint('regnety_1280')
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Parameters land on the meta device (no memory, no init cost) while plain tensors stay on the CPU.
+
+    ``with torch.device('meta')`` cannot build torchvision's RegNets: their width math calls ``.tolist()``
+    on a tensor, which a meta tensor cannot give. Moving only the parameters keeps regnet_y_128gf (645 M) cheap.
+    """
+    register = nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, None if param is None else nn.Parameter(param.to('meta'), param.requires_grad))
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+@pytest.mark.parametrize('name', [n for n in torchvision.models.list_models() if n.startswith('regnet')])
+def test_every_torchvision_builder_name_is_torchvisions_network(name):
+    """The alias table (cfgs.TORCHVISION_SIZES, the _tv rounding) checked against torchvision's own builders."""
+    with _parameters_on_meta():
+        ref = torchvision.models.get_model(name)
+    with torch.device('meta'):
+        ours = regzoo.create_model(name)
+    assert ours.arch == REGISTRY.canonical_name(name)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    assert sorted(p.shape for p in ours.parameters()) == sorted(p.shape for p in ref.parameters())
+
+
+def test_alias_plus_tag_splits_to_the_registered_arch():
+    # regression: names with dots were only recognised whole, so this split as ('RegNetY-3', '2GF.ra_in1k')
+    assert REGISTRY.split('RegNetY-3.2GF.ra_in1k') == ('regnety_032', 'ra_in1k')
+    assert REGISTRY.split('RegNetY-3.2GF') == ('regnety_032', None)
+    assert REGISTRY.split('regnet_y_3_2gf.tv2_in1k') == ('regnety_032', 'tv2_in1k')
+    assert REGISTRY.split('regnety_032.pycls_in1k') == ('regnety_032', 'pycls_in1k')
+    assert REGISTRY.split('regnety_03.x') == ('regnety_03', 'x')  # unknown: left as typed for the error
+    # the pure string function stays timm's: first dot, no registry
+    assert split_model_name_tag('RegNetY-3.2GF.ra_in1k') == timm.models.split_model_name_tag('RegNetY-3.2GF.ra_in1k')
+    assert regzoo.is_model('RegNetY-3.2GF.ra_in1k') and not regzoo.is_model('RegNetY-3.ra_in1k')
+    assert regzoo.model_entrypoint('RegNetY-3.2GF.ra_in1k') is regzoo.model_entrypoint('regnety_032')
+    with torch.device('meta'):  # the name's tag picks the weight cfg; an overlay still applies on top
+        model = regzoo.create_model('RegNetY-3.2GF.ra_in1k', pretrained_cfg_overlay=dict(file='/weights.safetensors'))
+    assert model.arch == 'regnety_032' and model.pretrained_cfg.name == 'regnety_032.ra_in1k'
+    assert model.pretrained_cfg.file == '/weights.safetensors' and model.pretrained_cfg.test_input_size[-1] == 288
+
+
+def test_canonical_name_of_any_typed_name():
+    # regression: validate.py wrote its row for `--model RegNetY-3.2GF` as 'RegNetY-3'
+    assert REGISTRY.canonical_name('RegNetY-3.2GF') == 'regnety_032'
+    assert REGISTRY.canonical_name('RegNetY-3.2GF.ra_in1k') == 'regnety_032.ra_in1k'
+    assert REGISTRY.canonical_name('regnet_y_800mf') == 'regnety_008_tv'  # torchvision's rounding
+    assert REGISTRY.canonical_name('regnetx_002') == 'regnetx_002'
+    with pytest.raises(ValueError, match="unknown model 'RegNetY-3'.*did you mean"):
+        REGISTRY.canonical_name('RegNetY-3')
+
+
+_DOC = re.compile(  # 'RegNetY-3.2GF: 3.18 GFLOPs, 19.4 M params.' (a _tv arch adds ', <rounding note>' after the name)
+    r'(?P<paper>RegNet[XY]-[\d.]+[MG]F)(, [^:]+)?: (?P<gflops>[\d.]+) GFLOPs, (?P<params>[\d.]+) M params\.')
+
+
+@pytest.mark.parametrize('arch', regzoo.list_models())
+def test_every_arch_has_a_decorated_factory_whose_docstring_is_true(arch):
+    fn = regzoo.model_entrypoint(arch)
+    assert fn.__name__ == arch and fn.__module__ == 'regzoo.zoo.factories'
+    signature = f'def {arch}(pretrained: bool = False, **kwargs) -> RegNet:'
+    assert inspect.getsource(fn).startswith(f'@register_model\n{signature}')  # written out, so grep finds it
+    doc = _DOC.fullmatch(fn.__doc__)
+    assert doc, f'{arch} docstring {fn.__doc__!r} is not "<paper name>: <G> GFLOPs, <P> M params."'
+    cx = regzoo.complexity(arch)
+    assert doc['paper'] == paper_name(arch.removesuffix('_tv'))
+    assert doc['gflops'] == f'{cx["flops"] / 1e9:.2f}' and doc['params'] == f'{cx["params"] / 1e6:.1f}'
+
+
+def _code_block(doc: str) -> str:
+    """The indented literal block that follows the first '::' of a docstring."""
+    lines = []
+    for line in doc.split('::\n', 1)[1].splitlines():
+        if line and not line.startswith('    '):
+            break
+        lines.append(line)
+    return textwrap.dedent('\n'.join(lines)).strip() + '\n'
+
+
+def test_user_registers_a_regnet_as_the_factories_docstring_shows():
+    example = _code_block(factories.__doc__)
+    assert example.startswith('from regzoo import') and '@register_model' in example
+    name = re.search(r'def (\w+)\(', example)[1]
+    assert not regzoo.is_model(name)
+    try:
+        exec(example, {})  # the documented example itself, so the docs cannot drift from what works
+        model = regzoo.create_model(name, num_classes=10)
+        assert isinstance(model, regzoo.RegNet) and model.arch == name and model.num_classes == 10
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+        assert name in regzoo.list_models() and regzoo.model_entrypoint(name).__name__ == name
+        with pytest.raises(ValueError, match=f"a model named '{name}' is already registered"):
+            exec(example, {})
+    finally:  # the registry is process-wide: leave it as other tests expect it
+        if name in REGISTRY.names():
+            REGISTRY.unregister(name)
+    assert not regzoo.is_model(name) and name not in regzoo.list_models()
+
+
+def test_unregister_removes_the_arch_and_its_aliases():
+    registry = Registry()
+
+    def regnet_toy(pretrained=False, **kwargs):
+        return torch.nn.Identity()
+    registry.register(regnet_toy)
+    registry.register_alias('RegNetToy', 'regnet_toy')
+    registry.unregister('regnet_toy')
+    assert registry.names() == [] and registry.aliases() == {}
+    with pytest.raises(ValueError, match="no architecture named 'RegNetToy' is registered"):
+        registry.unregister('RegNetToy')

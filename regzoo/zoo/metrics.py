@@ -1,18 +1,19 @@
-"""The published ImageNet-1k reference numbers per ``arch.tag`` (results/published.csv, sources kept).
+"""The published ImageNet-1k reference numbers per ``arch.tag``: the one packaged metrics table.
 
-The table lives in the repository's ``results/`` folder (regenerate it with
-``results/build_published.py``); an installed package without the checkout falls back to the
-``top1``/``top5``/``metrics_source`` of the weight's ``PretrainedCfg``.
+``regzoo/zoo/published.csv`` ships inside the package (read through ``importlib.resources``, so a
+non-editable install has it too) and is the only copy of these numbers: the weight table fills each
+``PretrainedCfg``'s ``top1``/``top5``/``metrics_source`` from it, and validate.py and the results
+tables look them up here. Regenerate it from the sourced reference table with
+``results/build_published.py``.
 """
 from __future__ import annotations
 
 import csv
 import functools
+import io
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any
-
-DEFAULT_TABLE = Path(__file__).with_name('published.csv')
 
 
 @dataclass(frozen=True)
@@ -42,31 +43,28 @@ def _num(text: str, kind=float):
     return kind(float(text)) if text not in ('', None) else None
 
 
-@functools.lru_cache(maxsize=4)
-def load_published(path: str | Path = DEFAULT_TABLE) -> dict[str, PublishedRef]:
-    """``arch.tag`` -> reference, read from a results/published.csv-style table."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'published results table {path} does not exist')
+def _parse(text: str) -> dict[str, PublishedRef]:
     refs = {}
-    with path.open(newline='') as f:
-        for row in csv.DictReader(f):
-            refs[row['model']] = PublishedRef(
-                model=row['model'], top1=_num(row['top1']), top5=_num(row['top5']),
-                img_size=_num(row['img_size'], int), crop_pct=_num(row['crop_pct']),
-                interpolation=row['interpolation'] or None, source=row['source'])
+    for row in csv.DictReader(io.StringIO(text)):
+        refs[row['model']] = PublishedRef(
+            model=row['model'], top1=_num(row['top1']), top5=_num(row['top5']),
+            img_size=_num(row['img_size'], int), crop_pct=_num(row['crop_pct']),
+            interpolation=row['interpolation'] or None, source=row['source'])
     return refs
 
 
-def lookup_published(name: str, path: str | Path | None = None, pretrained_cfg: Any = None) -> PublishedRef | None:
+@functools.lru_cache(maxsize=4)
+def load_published(path: str | Path | None = None) -> dict[str, PublishedRef]:
+    """``arch.tag`` -> reference: the packaged table, or a table of the same columns at ``path``."""
+    if path is None:
+        return _parse(resources.files(__package__).joinpath('published.csv').read_text(encoding='utf-8'))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'published results table {path} does not exist; pass an existing CSV '
+                                'or leave it out to use the packaged regzoo/zoo/published.csv')
+    return _parse(path.read_text(encoding='utf-8'))
+
+
+def lookup_published(name: str, path: str | Path | None = None) -> PublishedRef | None:
     """The reference for ``arch.tag`` (None for a bare arch or an unlisted tag)."""
-    if '.' not in name:
-        return None
-    if path is not None or DEFAULT_TABLE.is_file():
-        return load_published(Path(path or DEFAULT_TABLE)).get(name)
-    if pretrained_cfg is not None and getattr(pretrained_cfg, 'top1', None) is not None:
-        size = getattr(pretrained_cfg, 'test_input_size', None) or pretrained_cfg.input_size
-        return PublishedRef(name, pretrained_cfg.top1, pretrained_cfg.top5, size[-1],
-                            pretrained_cfg.test_crop_pct or pretrained_cfg.crop_pct, pretrained_cfg.interpolation,
-                            pretrained_cfg.metrics_source or 'regzoo.pretrained')
-    return None
+    return load_published(path).get(name) if '.' in name else None

@@ -1,7 +1,8 @@
 """Pretrained-weight metadata: one frozen ``PretrainedCfg`` per ``arch.tag``.
 
-The table itself (every public RegNet weight) is filled in ``WEIGHTS`` below; each arch has one
-explicit default tag in ``DEFAULT_TAGS``.
+The table itself (every public RegNet weight) is ``WEIGHTS`` below; in each arch exactly one entry
+has ``default=True``. Published top-1/top-5 and their source are not written here: they are filled
+in from the packaged metrics table (``regzoo.zoo.metrics``, ``regzoo/zoo/published.csv``).
 """
 from __future__ import annotations
 
@@ -10,10 +11,9 @@ import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from regzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from regzoo.utils.names import did_you_mean, natural_key, split_model_name_tag
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from regzoo.zoo.metrics import load_published
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class PretrainedCfg:
     paper_ids: str | None = None
     top1: float | None = None             # published ImageNet-1k val top-1 (%) at test_input_size
     top5: float | None = None
-    metrics_source: str | None = None     # where top1/top5 come from (source column of results/published.csv)
+    metrics_source: str | None = None     # where top1/top5 come from (source column of regzoo/zoo/published.csv)
+    default: bool = False                 # the arch's default weight: what a bare arch name with pretrained=True loads
 
     @property
     def name(self) -> str:
@@ -58,12 +59,6 @@ class PretrainedCfg:
         return dataclasses.replace(self, **changes)
 
 
-# Where published numbers come from (the `source` column of results/published.csv). Each weight quotes the
-# source whose eval pipeline matches its cfg: timm's results CSV (timm evaluates with these exact cfgs) at the
-# cfg's test size, torchvision's own enum for the V1 weights timm never re-hosted.
-_TIMM_CSV = 'timm@4e5207c7:results/results-imagenet.csv'
-_TV_ENUM = 'torchvision 0.28.0 (installed):torchvision/models/regnet.py'
-
 _TIMM_V01 = 'https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/'
 _TIMM_TPU = 'https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-tpu-weights/'
 _DEIT_DL = 'https://dl.fbaipublicfiles.com/deit/'
@@ -73,7 +68,8 @@ _VISSL_DL = 'https://dl.fbaipublicfiles.com/vissl/model_zoo/'
 _PAPER_REGNET = 'arXiv:2003.13678'
 _HIGH_RES = dict(input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0)
 
-Metrics = tuple[float, float, str]  # (top-1, top-5, source)
+# read once at import (a 70-row CSV): the weights' published numbers live only in that table
+_PUBLISHED = load_published()
 
 
 def url_hash_prefix(url: str | None) -> str | None:
@@ -82,156 +78,155 @@ def url_hash_prefix(url: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def _weight(arch: str, tag: str, m: Metrics | None = None, hub: bool = True, **kwargs) -> PretrainedCfg:
-    top1, top5, source = m or (None, None, None)
-    url = kwargs.get('url')
+def _weight(arch: str, tag: str, hub: bool = True, **kwargs) -> PretrainedCfg:
+    ref = _PUBLISHED.get(f'{arch}.{tag}')
+    if ref is not None and ref.top1 is not None:  # pretrain-only rows carry eval settings but no number
+        kwargs.update(top1=ref.top1, top5=ref.top5, metrics_source=ref.source)
     return PretrainedCfg(
-        arch, tag, hf_hub_id=f'timm/{arch}.{tag}' if hub else None, sha256=url_hash_prefix(url),
-        top1=top1, top5=top5, metrics_source=source, **kwargs)
+        arch, tag, hf_hub_id=f'timm/{arch}.{tag}' if hub else None, sha256=url_hash_prefix(kwargs.get('url')),
+        **kwargs)
 
 
-def _timm_trained(arch: str, tag: str, m: Metrics | None = None, **kwargs) -> PretrainedCfg:
+def _timm_trained(arch: str, tag: str, **kwargs) -> PretrainedCfg:
     """Trained by timm (RA/RA3/SW/Lion recipes, DeiT's teacher): train 224 crop .95, test 288 crop 1.0."""
     label_set = 'imagenet-12k' if kwargs.get('num_classes') == 11821 else 'imagenet-1k'
     return _weight(
-        arch, tag, m, test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0, label_set=label_set,
+        arch, tag, test_input_size=(3, 288, 288), crop_pct=0.95, test_crop_pct=1.0, label_set=label_set,
         license='apache-2.0', origin_url='https://github.com/huggingface/pytorch-image-models', **kwargs)
 
 
-def _pycls(arch: str, path: str, m: Metrics) -> PretrainedCfg:
+def _pycls(arch: str, path: str, **kwargs) -> PretrainedCfg:
     """The paper's own weights; the hub copy is timm's (first conv already flipped BGR -> RGB), the URL pycls's."""
     return _weight(
-        arch, 'pycls_in1k', m, url=f'{_PYCLS_DL}{path}_dds_8gpu.pyth', source_format='pycls',
-        license='mit', origin_url='https://github.com/facebookresearch/pycls', paper_ids=_PAPER_REGNET)
+        arch, 'pycls_in1k', url=f'{_PYCLS_DL}{path}_dds_8gpu.pyth', source_format='pycls',
+        license='mit', origin_url='https://github.com/facebookresearch/pycls', paper_ids=_PAPER_REGNET, **kwargs)
 
 
-def _tv(arch: str, tag: str, file: str, m: Metrics | None = None) -> PretrainedCfg:
+def _tv(arch: str, tag: str, file: str, **kwargs) -> PretrainedCfg:
     """torchvision's weights: V1 (tv_in1k, not on the hub), V2 (tv2_in1k) and SWAG (swag_ft/_lc)."""
-    common = dict(url=_TV_DL + file, source_format='torchvision', origin_url='https://github.com/pytorch/vision')
+    common = dict(url=_TV_DL + file, source_format='torchvision', origin_url='https://github.com/pytorch/vision',
+                  **kwargs)
     if tag == 'tv_in1k':  # torchvision V1 eval: bilinear resize 256, crop 224
-        return _weight(arch, tag, m, hub=False, interpolation='bilinear', crop_pct=0.875, license='bsd-3-clause',
+        return _weight(arch, tag, hub=False, interpolation='bilinear', crop_pct=0.875, license='bsd-3-clause',
                        paper_ids=_PAPER_REGNET, **common)
     if tag.startswith('swag'):
         size = _HIGH_RES if tag == 'swag_ft_in1k' else dict(crop_pct=0.965)
-        return _weight(arch, tag, m, license='cc-by-nc-4.0', paper_ids='arXiv:2201.08371', **size, **common)
-    return _weight(arch, tag, m, crop_pct=0.965, license='bsd-3-clause', **common)
+        return _weight(arch, tag, license='cc-by-nc-4.0', paper_ids='arXiv:2201.08371', **size, **common)
+    return _weight(arch, tag, crop_pct=0.965, license='bsd-3-clause', **common)
 
 
-def _seer(arch: str, tag: str, path: str, m: Metrics | None = None) -> PretrainedCfg:
+def _seer(arch: str, tag: str, path: str, **kwargs) -> PretrainedCfg:
     """SEER (vissl): the self-supervised trunk (no classifier) and its ImageNet-1k fine-tune at 384."""
     size = _HIGH_RES if tag == 'seer_ft_in1k' else dict(crop_pct=0.965, num_classes=0, label_set=None)
-    return _weight(arch, tag, m, url=_VISSL_DL + path, source_format='classy', license='seer-license',
-                   origin_url='https://github.com/facebookresearch/vissl', paper_ids='arXiv:2103.01988', **size)
+    return _weight(arch, tag, url=_VISSL_DL + path, source_format='classy', license='seer-license',
+                   origin_url='https://github.com/facebookresearch/vissl', paper_ids='arXiv:2103.01988',
+                   **size, **kwargs)
 
 
+# default=True marks timm's default (its first-listed tag), so `pretrained=True` means the same weights here and there
 WEIGHTS: MappingProxyType[str, PretrainedCfg] = MappingProxyType({cfg.name: cfg for cfg in (
     # regnetx_002
-    _pycls('regnetx_002', '160905981/RegNetX-200MF', m=(68.758, 88.568, _TIMM_CSV)),
+    _pycls('regnetx_002', '160905981/RegNetX-200MF', default=True),
     # regnetx_004
-    _pycls('regnetx_004', '160905967/RegNetX-400MF', m=(72.482, 90.840, _TIMM_CSV)),
+    _pycls('regnetx_004', '160905967/RegNetX-400MF', default=True),
     # regnetx_004_tv
-    _tv('regnetx_004_tv', 'tv2_in1k', 'regnet_x_400mf-62229a5f.pth', m=(74.596, 92.140, _TIMM_CSV)),
-    _tv('regnetx_004_tv', 'tv_in1k', 'regnet_x_400mf-adf1edd5.pth', m=(72.834, 90.950, _TV_ENUM)),
+    _tv('regnetx_004_tv', 'tv2_in1k', 'regnet_x_400mf-62229a5f.pth', default=True),
+    _tv('regnetx_004_tv', 'tv_in1k', 'regnet_x_400mf-adf1edd5.pth'),
     # regnetx_006
-    _pycls('regnetx_006', '160906442/RegNetX-600MF', m=(73.904, 91.640, _TIMM_CSV)),
+    _pycls('regnetx_006', '160906442/RegNetX-600MF', default=True),
     # regnetx_008
-    _tv('regnetx_008', 'tv2_in1k', 'regnet_x_800mf-94a99ebd.pth', m=(77.294, 93.664, _TIMM_CSV)),
-    _pycls('regnetx_008', '160906036/RegNetX-800MF', m=(75.054, 92.338, _TIMM_CSV)),
-    _tv('regnetx_008', 'tv_in1k', 'regnet_x_800mf-ad17e45c.pth', m=(75.212, 92.348, _TV_ENUM)),
+    _tv('regnetx_008', 'tv2_in1k', 'regnet_x_800mf-94a99ebd.pth', default=True),
+    _pycls('regnetx_008', '160906036/RegNetX-800MF'),
+    _tv('regnetx_008', 'tv_in1k', 'regnet_x_800mf-ad17e45c.pth'),
     # regnetx_016
-    _tv('regnetx_016', 'tv2_in1k', 'regnet_x_1_6gf-a12f2b72.pth', m=(79.440, 94.768, _TIMM_CSV)),
-    _pycls('regnetx_016', '160990626/RegNetX-1.6GF', m=(76.936, 93.432, _TIMM_CSV)),
-    _tv('regnetx_016', 'tv_in1k', 'regnet_x_1_6gf-e3633e7f.pth', m=(77.040, 93.440, _TV_ENUM)),
+    _tv('regnetx_016', 'tv2_in1k', 'regnet_x_1_6gf-a12f2b72.pth', default=True),
+    _pycls('regnetx_016', '160990626/RegNetX-1.6GF'),
+    _tv('regnetx_016', 'tv_in1k', 'regnet_x_1_6gf-e3633e7f.pth'),
     # regnetx_032
-    _tv('regnetx_032', 'tv2_in1k', 'regnet_x_3_2gf-7071aa85.pth', m=(80.916, 95.248, _TIMM_CSV)),
-    _pycls('regnetx_032', '160906139/RegNetX-3.2GF', m=(78.160, 94.088, _TIMM_CSV)),
-    _tv('regnetx_032', 'tv_in1k', 'regnet_x_3_2gf-f342aeae.pth', m=(78.364, 93.992, _TV_ENUM)),
+    _tv('regnetx_032', 'tv2_in1k', 'regnet_x_3_2gf-7071aa85.pth', default=True),
+    _pycls('regnetx_032', '160906139/RegNetX-3.2GF'),
+    _tv('regnetx_032', 'tv_in1k', 'regnet_x_3_2gf-f342aeae.pth'),
     # regnetx_040
-    _pycls('regnetx_040', '160906383/RegNetX-4.0GF', m=(78.486, 94.252, _TIMM_CSV)),
+    _pycls('regnetx_040', '160906383/RegNetX-4.0GF', default=True),
     # regnetx_064
-    _pycls('regnetx_064', '161116590/RegNetX-6.4GF', m=(79.062, 94.468, _TIMM_CSV)),
+    _pycls('regnetx_064', '161116590/RegNetX-6.4GF', default=True),
     # regnetx_080
-    _tv('regnetx_080', 'tv2_in1k', 'regnet_x_8gf-2b70d774.pth', m=(81.552, 95.540, _TIMM_CSV)),
-    _pycls('regnetx_080', '161107726/RegNetX-8.0GF', m=(79.214, 94.542, _TIMM_CSV)),
-    _tv('regnetx_080', 'tv_in1k', 'regnet_x_8gf-03ceed89.pth', m=(79.344, 94.686, _TV_ENUM)),
+    _tv('regnetx_080', 'tv2_in1k', 'regnet_x_8gf-2b70d774.pth', default=True),
+    _pycls('regnetx_080', '161107726/RegNetX-8.0GF'),
+    _tv('regnetx_080', 'tv_in1k', 'regnet_x_8gf-03ceed89.pth'),
     # regnetx_120
-    _pycls('regnetx_120', '160906020/RegNetX-12GF', m=(79.608, 94.734, _TIMM_CSV)),
+    _pycls('regnetx_120', '160906020/RegNetX-12GF', default=True),
     # regnetx_160
-    _tv('regnetx_160', 'tv2_in1k', 'regnet_x_16gf-ba3796d7.pth', m=(82.574, 96.058, _TIMM_CSV)),
-    _pycls('regnetx_160', '158460855/RegNetX-16GF', m=(79.844, 94.852, _TIMM_CSV)),
-    _tv('regnetx_160', 'tv_in1k', 'regnet_x_16gf-2007eb11.pth', m=(80.058, 94.944, _TV_ENUM)),
+    _tv('regnetx_160', 'tv2_in1k', 'regnet_x_16gf-ba3796d7.pth', default=True),
+    _pycls('regnetx_160', '158460855/RegNetX-16GF'),
+    _tv('regnetx_160', 'tv_in1k', 'regnet_x_16gf-2007eb11.pth'),
     # regnetx_320
-    _tv('regnetx_320', 'tv2_in1k', 'regnet_x_32gf-6eb8fdc6.pth', m=(82.824, 96.200, _TIMM_CSV)),
-    _pycls('regnetx_320', '158188473/RegNetX-32GF', m=(80.258, 95.016, _TIMM_CSV)),
-    _tv('regnetx_320', 'tv_in1k', 'regnet_x_32gf-9d47f8d0.pth', m=(80.622, 95.248, _TV_ENUM)),
+    _tv('regnetx_320', 'tv2_in1k', 'regnet_x_32gf-6eb8fdc6.pth', default=True),
+    _pycls('regnetx_320', '158188473/RegNetX-32GF'),
+    _tv('regnetx_320', 'tv_in1k', 'regnet_x_32gf-9d47f8d0.pth'),
     # regnety_002
-    _pycls('regnety_002', '176245422/RegNetY-200MF', m=(70.288, 89.544, _TIMM_CSV)),
+    _pycls('regnety_002', '176245422/RegNetY-200MF', default=True),
     # regnety_004
-    _tv('regnety_004', 'tv2_in1k', 'regnet_y_400mf-e6988f5f.pth', m=(75.594, 92.706, _TIMM_CSV)),
-    _pycls('regnety_004', '160906449/RegNetY-400MF', m=(74.004, 91.756, _TIMM_CSV)),
-    _tv('regnety_004', 'tv_in1k', 'regnet_y_400mf-c65dace8.pth', m=(74.046, 91.716, _TV_ENUM)),
+    _tv('regnety_004', 'tv2_in1k', 'regnet_y_400mf-e6988f5f.pth', default=True),
+    _pycls('regnety_004', '160906449/RegNetY-400MF'),
+    _tv('regnety_004', 'tv_in1k', 'regnet_y_400mf-c65dace8.pth'),
     # regnety_006
-    _pycls('regnety_006', '160981443/RegNetY-600MF', m=(75.274, 92.532, _TIMM_CSV)),
+    _pycls('regnety_006', '160981443/RegNetY-600MF', default=True),
     # regnety_008
-    _pycls('regnety_008', '160906567/RegNetY-800MF', m=(76.334, 93.060, _TIMM_CSV)),
+    _pycls('regnety_008', '160906567/RegNetY-800MF', default=True),
     # regnety_008_tv
-    _tv('regnety_008_tv', 'tv2_in1k', 'regnet_y_800mf-58fc7688.pth', m=(78.672, 94.380, _TIMM_CSV)),
-    _tv('regnety_008_tv', 'tv_in1k', 'regnet_y_800mf-1b27b58c.pth', m=(76.420, 93.136, _TV_ENUM)),
+    _tv('regnety_008_tv', 'tv2_in1k', 'regnet_y_800mf-58fc7688.pth', default=True),
+    _tv('regnety_008_tv', 'tv_in1k', 'regnet_y_800mf-1b27b58c.pth'),
     # regnety_016
-    _tv('regnety_016', 'tv2_in1k', 'regnet_y_1_6gf-0d7bc02a.pth', m=(80.668, 95.336, _TIMM_CSV)),
-    _pycls('regnety_016', '160906681/RegNetY-1.6GF', m=(77.880, 93.726, _TIMM_CSV)),
-    _tv('regnety_016', 'tv_in1k', 'regnet_y_1_6gf-b11a554e.pth', m=(77.950, 93.966, _TV_ENUM)),
+    _tv('regnety_016', 'tv2_in1k', 'regnet_y_1_6gf-0d7bc02a.pth', default=True),
+    _pycls('regnety_016', '160906681/RegNetY-1.6GF'),
+    _tv('regnety_016', 'tv_in1k', 'regnet_y_1_6gf-b11a554e.pth'),
     # regnety_032
-    _timm_trained('regnety_032', 'ra_in1k',
-                  url=_TIMM_V01 + 'regnety_032_ra-7f2439f9.pth', m=(82.724, 96.426, _TIMM_CSV)),
-    _tv('regnety_032', 'tv2_in1k', 'regnet_y_3_2gf-9180c971.pth', m=(81.788, 95.826, _TIMM_CSV)),
-    _pycls('regnety_032', '160906834/RegNetY-3.2GF', m=(78.902, 94.426, _TIMM_CSV)),
-    _tv('regnety_032', 'tv_in1k', 'regnet_y_3_2gf-b5a9779c.pth', m=(78.948, 94.576, _TV_ENUM)),
+    _timm_trained('regnety_032', 'ra_in1k', url=_TIMM_V01 + 'regnety_032_ra-7f2439f9.pth', default=True),
+    _tv('regnety_032', 'tv2_in1k', 'regnet_y_3_2gf-9180c971.pth'),
+    _pycls('regnety_032', '160906834/RegNetY-3.2GF'),
+    _tv('regnety_032', 'tv_in1k', 'regnet_y_3_2gf-b5a9779c.pth'),
     # regnety_040
-    _timm_trained('regnety_040', 'ra3_in1k',
-                  url=_TIMM_TPU + 'regnety_040_ra3-670e1166.pth', m=(83.048, 96.502, _TIMM_CSV)),
-    _pycls('regnety_040', '160906838/RegNetY-4.0GF', m=(79.246, 94.666, _TIMM_CSV)),
+    _timm_trained('regnety_040', 'ra3_in1k', url=_TIMM_TPU + 'regnety_040_ra3-670e1166.pth', default=True),
+    _pycls('regnety_040', '160906838/RegNetY-4.0GF'),
     # regnety_064
-    _timm_trained('regnety_064', 'ra3_in1k',
-                  url=_TIMM_TPU + 'regnety_064_ra3-aa26dc7d.pth', m=(83.716, 96.724, _TIMM_CSV)),
-    _pycls('regnety_064', '160907112/RegNetY-6.4GF', m=(79.734, 94.768, _TIMM_CSV)),
+    _timm_trained('regnety_064', 'ra3_in1k', url=_TIMM_TPU + 'regnety_064_ra3-aa26dc7d.pth', default=True),
+    _pycls('regnety_064', '160907112/RegNetY-6.4GF'),
     # regnety_080
-    _timm_trained('regnety_080', 'ra3_in1k',
-                  url=_TIMM_TPU + 'regnety_080_ra3-1fdc4344.pth', m=(83.940, 96.884, _TIMM_CSV)),
-    _pycls('regnety_080', '161160905/RegNetY-8.0GF', m=(79.874, 94.834, _TIMM_CSV)),
+    _timm_trained('regnety_080', 'ra3_in1k', url=_TIMM_TPU + 'regnety_080_ra3-1fdc4344.pth', default=True),
+    _pycls('regnety_080', '161160905/RegNetY-8.0GF'),
     # regnety_080_tv
-    _tv('regnety_080_tv', 'tv2_in1k', 'regnet_y_8gf-dc2b1b54.pth', m=(82.580, 96.260, _TIMM_CSV)),
-    _tv('regnety_080_tv', 'tv_in1k', 'regnet_y_8gf-d0d0e4a8.pth', m=(80.032, 95.048, _TV_ENUM)),
+    _tv('regnety_080_tv', 'tv2_in1k', 'regnet_y_8gf-dc2b1b54.pth', default=True),
+    _tv('regnety_080_tv', 'tv_in1k', 'regnet_y_8gf-d0d0e4a8.pth'),
     # regnety_120
-    _timm_trained('regnety_120', 'sw_in12k_ft_in1k', m=(85.428, 97.576, _TIMM_CSV)),
+    _timm_trained('regnety_120', 'sw_in12k_ft_in1k', default=True),
     _timm_trained('regnety_120', 'sw_in12k', num_classes=11821),
-    _pycls('regnety_120', '160907100/RegNetY-12GF', m=(80.382, 95.104, _TIMM_CSV)),
+    _pycls('regnety_120', '160907100/RegNetY-12GF'),
     # regnety_160
-    _timm_trained('regnety_160', 'sw_in12k_ft_in1k', m=(86.028, 97.836, _TIMM_CSV)),
-    _timm_trained('regnety_160', 'lion_in12k_ft_in1k', m=(86.004, 97.834, _TIMM_CSV)),
+    _timm_trained('regnety_160', 'sw_in12k_ft_in1k', default=True),
+    _timm_trained('regnety_160', 'lion_in12k_ft_in1k'),
     _timm_trained('regnety_160', 'sw_in12k', num_classes=11821),
-    _timm_trained('regnety_160', 'deit_in1k', url=_DEIT_DL + 'regnety_160-a5fe301d.pth', m=(83.704, 96.790, _TIMM_CSV)),
-    _tv('regnety_160', 'tv2_in1k', 'regnet_y_16gf-3e4a00f9.pth', m=(82.646, 96.230, _TIMM_CSV)),
-    _tv('regnety_160', 'swag_ft_in1k', 'regnet_y_16gf_swag-43afe44d.pth', m=(86.020, 98.046, _TIMM_CSV)),
-    _tv('regnety_160', 'swag_lc_in1k', 'regnet_y_16gf_lc_swag-f3ec0043.pth', m=(83.806, 97.284, _TIMM_CSV)),
-    _pycls('regnety_160', '161303400/RegNetY-16GF', m=(80.284, 94.982, _TIMM_CSV)),
-    _tv('regnety_160', 'tv_in1k', 'regnet_y_16gf-9e6ed7dd.pth', m=(80.424, 95.240, _TV_ENUM)),
+    _timm_trained('regnety_160', 'deit_in1k', url=_DEIT_DL + 'regnety_160-a5fe301d.pth'),
+    _tv('regnety_160', 'tv2_in1k', 'regnet_y_16gf-3e4a00f9.pth'),
+    _tv('regnety_160', 'swag_ft_in1k', 'regnet_y_16gf_swag-43afe44d.pth'),
+    _tv('regnety_160', 'swag_lc_in1k', 'regnet_y_16gf_lc_swag-f3ec0043.pth'),
+    _pycls('regnety_160', '161303400/RegNetY-16GF'),
+    _tv('regnety_160', 'tv_in1k', 'regnet_y_16gf-9e6ed7dd.pth'),
     # regnety_320
-    _tv('regnety_320', 'tv2_in1k', 'regnet_y_32gf-8db6d4b5.pth', m=(83.170, 96.416, _TIMM_CSV)),
-    _tv('regnety_320', 'swag_ft_in1k', 'regnet_y_32gf_swag-04fdfa75.pth', m=(86.830, 98.362, _TIMM_CSV)),
-    _tv('regnety_320', 'swag_lc_in1k', 'regnet_y_32gf_lc_swag-e1583746.pth', m=(84.654, 97.492, _TIMM_CSV)),
+    _tv('regnety_320', 'tv2_in1k', 'regnet_y_32gf-8db6d4b5.pth', default=True),
+    _tv('regnety_320', 'swag_ft_in1k', 'regnet_y_32gf_swag-04fdfa75.pth'),
+    _tv('regnety_320', 'swag_lc_in1k', 'regnet_y_32gf_lc_swag-e1583746.pth'),
     _seer('regnety_320', 'seer_ft_in1k',
-          'seer_finetuned/seer_regnet32_finetuned_in1k_model_final_checkpoint_phase78.torch',
-          m=(83.324, 96.712, _TIMM_CSV)),
+          'seer_finetuned/seer_regnet32_finetuned_in1k_model_final_checkpoint_phase78.torch'),
     _seer('regnety_320', 'seer', 'seer_regnet32d/seer_regnet32gf_model_iteration244000.torch'),
-    _pycls('regnety_320', '161277763/RegNetY-32GF', m=(80.796, 95.246, _TIMM_CSV)),
-    _tv('regnety_320', 'tv_in1k', 'regnet_y_32gf-4dee3f7a.pth', m=(80.878, 95.340, _TV_ENUM)),
+    _pycls('regnety_320', '161277763/RegNetY-32GF'),
+    _tv('regnety_320', 'tv_in1k', 'regnet_y_32gf-4dee3f7a.pth'),
     # regnety_640
     _seer('regnety_640', 'seer_ft_in1k',
-          'seer_finetuned/seer_regnet64_finetuned_in1k_model_final_checkpoint_phase78.torch'),
+          'seer_finetuned/seer_regnet64_finetuned_in1k_model_final_checkpoint_phase78.torch', default=True),
     _seer('regnety_640', 'seer', 'seer_regnet64/seer_regnet64gf_model_final_checkpoint_phase0.torch'),
     # regnety_1280
-    _tv('regnety_1280', 'swag_ft_in1k', 'regnet_y_128gf_swag-c8ce3e52.pth'),
+    _tv('regnety_1280', 'swag_ft_in1k', 'regnet_y_128gf_swag-c8ce3e52.pth', default=True),
     _tv('regnety_1280', 'swag_lc_in1k', 'regnet_y_128gf_lc_swag-cbe8ce12.pth'),
     _seer('regnety_1280', 'seer_ft_in1k',
           'seer_finetuned/seer_regnet128_finetuned_in1k_model_final_checkpoint_phase78.torch'),
@@ -240,44 +235,10 @@ WEIGHTS: MappingProxyType[str, PretrainedCfg] = MappingProxyType({cfg.name: cfg 
           'model_final_checkpoint_phase0.torch'),
     # regnety_2560
     _seer('regnety_2560', 'seer_ft_in1k',
-          'seer_finetuned/seer_regnet256_finetuned_in1k_model_final_checkpoint_phase38.torch'),
+          'seer_finetuned/seer_regnet256_finetuned_in1k_model_final_checkpoint_phase38.torch', default=True),
 
 )})
-
-# One explicit default per arch: timm's (its first-listed tag), so `pretrained=True` means the same weights
-# here and there.
-DEFAULT_TAGS: MappingProxyType[str, str] = MappingProxyType(dict(
-    regnetx_002='pycls_in1k',
-    regnetx_004='pycls_in1k',
-    regnetx_004_tv='tv2_in1k',
-    regnetx_006='pycls_in1k',
-    regnetx_008='tv2_in1k',
-    regnetx_016='tv2_in1k',
-    regnetx_032='tv2_in1k',
-    regnetx_040='pycls_in1k',
-    regnetx_064='pycls_in1k',
-    regnetx_080='tv2_in1k',
-    regnetx_120='pycls_in1k',
-    regnetx_160='tv2_in1k',
-    regnetx_320='tv2_in1k',
-    regnety_002='pycls_in1k',
-    regnety_004='tv2_in1k',
-    regnety_006='pycls_in1k',
-    regnety_008='pycls_in1k',
-    regnety_008_tv='tv2_in1k',
-    regnety_016='tv2_in1k',
-    regnety_032='ra_in1k',
-    regnety_040='ra3_in1k',
-    regnety_064='ra3_in1k',
-    regnety_080='ra3_in1k',
-    regnety_080_tv='tv2_in1k',
-    regnety_120='sw_in12k_ft_in1k',
-    regnety_160='sw_in12k_ft_in1k',
-    regnety_320='tv2_in1k',
-    regnety_640='seer_ft_in1k',
-    regnety_1280='swag_ft_in1k',
-    regnety_2560='seer_ft_in1k',
-))
+_DEFAULTS = {cfg.arch: cfg for cfg in WEIGHTS.values() if cfg.default}  # an index of the field, not a second table
 
 
 def list_pretrained(filter: str = '') -> list[str]:
@@ -290,7 +251,8 @@ def list_pretrained(filter: str = '') -> list[str]:
 def get_pretrained_cfg(name: str) -> PretrainedCfg:
     """The cfg of ``arch.tag``, or of the arch's default tag for a bare ``arch``."""
     arch, tag = split_model_name_tag(name)
-    tag = tag or DEFAULT_TAGS.get(arch)
+    if tag is None and arch in _DEFAULTS:
+        return _DEFAULTS[arch]
     key = f'{arch}.{tag}'
     if key not in WEIGHTS:
         tags = sorted(t for a, t in map(split_model_name_tag, WEIGHTS) if a == arch)

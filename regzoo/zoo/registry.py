@@ -1,8 +1,10 @@
 """Model registry: architecture name -> factory function, plus name aliases from other ecosystems.
 
 All registry state lives in one ``Registry`` object (``REGISTRY``); the module functions are thin
-views of it. Names are ``arch`` or ``arch.tag`` (``regnety_032.pycls_in1k``): the tag picks a
-pretrained weight and is resolved by ``regzoo.pretrained``.
+views of it. Names are ``arch`` or ``arch.tag`` (``regnety_032.pycls_in1k``), where ``arch`` may be
+an alias (``RegNetY-3.2GF.ra_in1k``): the tag picks a pretrained weight and is resolved by
+``regzoo.zoo.pretrained``. ``Registry.canonical_name`` turns any of these into the registered
+``arch`` or ``arch.tag``, the name to print and to write into results.
 """
 from __future__ import annotations
 
@@ -43,11 +45,41 @@ class Registry:
         if name in self._aliases:
             return self._aliases[name]
         raise ValueError(
-            f'unknown model {name!r}{did_you_mean(name, self._entrypoints, n=5)} (see regzoo.list_models())')
+            f'unknown model {name!r}{did_you_mean(name, [*self._entrypoints, *self._aliases], n=5)} '
+            '(see regzoo.list_models())')
+
+    def unregister(self, name: str) -> None:
+        """Remove an architecture and its aliases (for throwaway models in notebooks and tests)."""
+        if name not in self._entrypoints:
+            raise ValueError(f'no architecture named {name!r} is registered; unregister takes an arch, not an alias')
+        del self._entrypoints[name]
+        self._aliases = {alias: arch for alias, arch in self._aliases.items() if arch != name}
 
     def split(self, name: str) -> tuple[str, str | None]:
-        """Like ``split_model_name_tag``, but aliases containing dots ('RegNetY-3.2GF') stay whole."""
-        return (name, None) if name in self._aliases else split_model_name_tag(name)
+        """``name`` -> (registered arch, tag or None): 'RegNetY-3.2GF.ra_in1k' -> ('regnety_032', 'ra_in1k').
+
+        Aliases may contain dots, so the split is not at the first dot: the longest registered name or
+        alias that is all of ``name``, or is followed by '.' and a tag, wins. An unknown name splits at
+        its first dot (``split_model_name_tag``) and stays as typed, for ``resolve`` to name in its error.
+        """
+        known = {**self._aliases, **{arch: arch for arch in self._entrypoints}}
+        if name in known:
+            return known[name], None
+        prefixes = [k for k in known if name.startswith(k + '.')]
+        if prefixes:
+            prefix = max(prefixes, key=len)
+            return known[prefix], name[len(prefix) + 1:] or None
+        return split_model_name_tag(name)
+
+    def canonical_name(self, name: str) -> str:
+        """The registered ``arch`` or ``arch.tag`` a typed name means.
+
+        'RegNetY-3.2GF' -> 'regnety_032', 'regnet_y_3_2gf.tv2_in1k' -> 'regnety_032.tv2_in1k'. An unknown
+        architecture raises with close matches; the tag is kept as typed (``get_pretrained_cfg`` checks it).
+        """
+        arch, tag = self.split(name)
+        arch = self.resolve(arch)
+        return f'{arch}.{tag}' if tag else arch
 
     def entrypoint(self, name: str) -> Callable[..., nn.Module]:
         return self._entrypoints[self.resolve(name)]
@@ -93,8 +125,7 @@ def list_models(
 
 def is_model(name: str) -> bool:
     """True for a registered architecture or alias (a tag, if any, is ignored)."""
-    arch = REGISTRY.split(name)[0]
-    return arch in REGISTRY.names() or arch in REGISTRY.aliases()
+    return REGISTRY.split(name)[0] in REGISTRY.names()
 
 
 def model_entrypoint(name: str) -> Callable[..., nn.Module]:
