@@ -30,4 +30,10 @@ from regzoo.zoo.pretrained import PretrainedCfg, get_pretrained_cfg, list_pretra
 from regzoo.zoo.registry import is_model, list_models, model_entrypoint, register_model, split_model_name_tag
 from regzoo.zoo.saving import save_pretrained
 
+__all__ = [
+    'DataConfig', 'FeatureInfo', 'FeatureListNet', 'MODEL_CFGS', 'PretrainedCfg', 'RegNet', 'RegNetCfg', 'StageSpec',
+    'complexity', 'create_model', 'create_transform', 'design_space', 'get_pretrained_cfg', 'is_model',
+    'list_models', 'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_entrypoint',
+    'optimize_for_inference', 'register_model', 'resolve_data_config', 'save_pretrained', 'split_model_name_tag',
+]
 __version__ = '0.1.0'

@@ -9,44 +9,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
-import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 DEMO_ARCHS = 'regnetx_002,regnety_002,regnetx_004_tv,regnety_032'
-
-
-def sample_images(n: int = 8, size: int = 256, seed: int = 0) -> list[Image.Image]:
-    """Deterministic synthetic photos: a coloured gradient background with a few random shapes."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for _ in range(n):
-        ramp = np.linspace(0, 1, size)[None, :, None]
-        base = (rng.uniform(0, 255, (1, 1, 3)) * ramp + rng.uniform(0, 255, (1, 1, 3)) * (1 - ramp))
-        img = Image.fromarray(np.repeat(base, size, axis=0).astype(np.uint8))
-        draw = ImageDraw.Draw(img)
-        for _ in range(4):
-            x0, y0 = rng.integers(0, size - 40, 2)
-            x1, y1 = x0 + rng.integers(20, 120), y0 + rng.integers(20, 120)
-            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=colour)
-        images.append(img)
-    return images
 
 
 def zoo_table() -> str:
     """One line per architecture: size, analytic complexity, weights and the default weight's published top-1."""
     import regzoo
-    from regzoo.zoo.pretrained import DEFAULT_TAGS
     lines = [f'{"arch":<16}{"params(M)":>10}{"GFLOPs":>8}{"acts(M)":>8}  {"widths":<24}{"depths":<14}'
              f'{"weights":>7}  {"default weight":<30}{"top-1":>7}']
     for arch in regzoo.list_models():
         cx = regzoo.complexity(arch)
         stages = regzoo.make_stages(regzoo.MODEL_CFGS[arch])
         tags = regzoo.list_pretrained(f'{arch}.*')
-        default = DEFAULT_TAGS.get(arch)
+        default = regzoo.get_pretrained_cfg(arch).tag if tags else None  # the weight entry marked default
         top1 = regzoo.get_pretrained_cfg(arch).top1 if default else None
         lines.append(
             f'{arch:<16}{cx["params"] / 1e6:>10.2f}{cx["flops"] / 1e9:>8.3f}{cx["acts"] / 1e6:>8.2f}  '
@@ -62,18 +41,18 @@ def build(arch: str, checkpoint: str | None) -> tuple[torch.nn.Module, str]:
     from regzoo.zoo.loading import WeightsUnavailableError
     if checkpoint:
         return regzoo.create_model(arch, checkpoint_path=checkpoint), f'weights from {checkpoint}'
+    name = regzoo.get_pretrained_cfg(arch).name  # arch.default_tag
     try:
-        return regzoo.create_model(arch, pretrained=True), f'pretrained {regzoo.get_pretrained_cfg(arch).name}'
+        return regzoo.create_model(name, pretrained=True), f'pretrained {name}'
     except WeightsUnavailableError:
-        model = regzoo.create_model(arch)
-        model.pretrained_cfg = regzoo.get_pretrained_cfg(arch)  # its eval transform, even without its weights
-        return model, 'random init (no weights cached; see README "Pretrained weights")'
+        # named with its tag, the model carries that weight's eval transform even without its weights
+        return regzoo.create_model(name), 'random init (no weights cached; see README "Pretrained weights")'
 
 
 def timm_parity(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor) -> float:
     """Max |logit difference| between our model and timm's model of the same name holding the same weights."""
     import timm
-    ref = timm.create_model(model.arch, num_classes=model.num_classes).eval()
+    ref = timm.create_model(model.arch, num_classes=model.num_classes, in_chans=model.in_chans).eval()
     ref.load_state_dict(model.state_dict(), strict=True)
     with torch.no_grad():
         return (ref(x) - logits).abs().max().item()
@@ -81,16 +60,16 @@ def timm_parity(model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor) -
 
 def run_demo(archs: list[str], images: list[Image.Image], checkpoint: str | None) -> None:
     import regzoo
+    from regzoo.utils.timing import Stopwatch
     for arch in archs:
         model, weights = build(arch, checkpoint)
         model.eval()
         data_cfg = regzoo.resolve_data_config(model=model)
         transform = regzoo.create_transform(data_cfg)
         x = torch.stack([transform(img) for img in images])
-        with torch.no_grad():
-            start = time.perf_counter()
+        with torch.no_grad(), Stopwatch() as watch:
             logits = model(x)
-            elapsed = time.perf_counter() - start
+        elapsed = watch.seconds
         top1 = logits.argmax(-1).tolist()
         print(f'\n{arch}: {weights}')
         print(f'  eval transform: {data_cfg.input_size[1]}px, crop_pct {data_cfg.crop_pct}, {data_cfg.interpolation}')
@@ -113,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f'regzoo {regzoo.__version__}: {len(regzoo.list_models())} architectures, '
           f'{len(regzoo.list_pretrained())} pretrained weights (digits = GFLOPs x 10, analytic complexity at 224px)\n')
     print(zoo_table())
-    run_demo(args.models.split(','), sample_images(args.num_images), args.checkpoint)
+    from regzoo.data.synthetic import synthetic_images
+    run_demo(args.models.split(','), synthetic_images(args.num_images, size=256)[0], args.checkpoint)
     print('\nValidate real weights on ImageNet: python validate.py --data-dir DIR --model NAME --pretrained '
           '(README "Reproducing the ImageNet numbers")')
 

@@ -16,49 +16,22 @@ import datetime
 import re
 import socket
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from regzoo.data.synthetic import synthetic_batch
 from regzoo.deploy.inference import cpu_name, optimize_for_inference
+from regzoo.models.layers import randomize_bn
+from regzoo.utils.timing import timed_interleaved
 from regzoo.zoo.builder import create_model
 from regzoo.zoo.registry import REGISTRY
 
 COLUMNS = ('date', 'host', 'cpu', 'torch', 'threads', 'model', 'mode', 'variant', 'dtype', 'memory_format',
            'batch_size', 'img_size', 'img_per_s', 'median_ms', 'ratio_vs_timm', 'latency_bs1_ms', 'peak_mem_mb',
            'top1_agree_vs_fp32', 'repeats')
-
-
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN affine params and running stats (fresh models have identity BNs, which fold trivially)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-    return model
-
-
-def generated_images(n: int, size: int, seed: int = 0, num_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` images of ``num_classes`` synthetic classes and their labels, normalised like ImageNet inputs.
-
-    A class is a fixed smooth colour pattern (same for every seed); each image adds its own smooth noise.
-    """
-    patterns = torch.rand(num_classes, 3, 7, 7, generator=torch.Generator().manual_seed(12345))
-    gen = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, num_classes, (n,), generator=gen)
-    low = patterns[labels] + 0.5 * (torch.rand(n, 3, 7, 7, generator=gen) - 0.5)
-    img = torch.nn.functional.interpolate(low, size=(size, size), mode='bicubic', align_corners=False)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return (img.clamp(0, 1) - mean) / std, labels
 
 
 def fit_probe_head(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> None:
@@ -102,27 +75,13 @@ def peak_memory_mb(step: Callable[[], object]) -> float | None:
     return None if base is None or peak is None else (peak - base) / 2 ** 20
 
 
-def time_interleaved(steps: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call of each step, round-robin over the steps, after ``warmup`` calls of each."""
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for k, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - start)
-    return times
-
-
 def build_models(name: str, args) -> dict[str, tuple[nn.Module, torch.dtype, bool]]:
     """variant -> (model, input dtype, autocast bf16). All share one set of weights."""
     import timm
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     ours = randomize_bn(create_model(name)).eval()
     if args.dtype == 'bfloat16':
-        fit_probe_head(ours, *generated_images(args.agreement_images, args.img_size, seed=1), args.batch_size)
+        fit_probe_head(ours, *synthetic_batch(args.agreement_images, args.img_size, seed=1), args.batch_size)
     theirs = timm.create_model(name, pretrained=False)
     theirs.load_state_dict(ours.state_dict(), strict=True)
     models = {'timm': (theirs, torch.float32, False), 'regzoo': (ours, torch.float32, False)}
@@ -183,16 +142,16 @@ def bench_model(name: str, args) -> list[dict]:
         steps = {k: train_step(m, inputs[k]) for k, (m, _, _) in models.items()}
     else:
         steps = {k: infer_step(m, inputs[k], ac) for k, (m, _, ac) in models.items()}
-    times = time_interleaved(steps, args.repeats, args.warmup)
+    times = timed_interleaved(steps, args.repeats, args.warmup)
     latency = {}
     if not args.train and args.latency_repeats:
         x1 = torch.randn(1, 3, args.img_size, args.img_size)
         steps1 = {k: infer_step(m, x1.contiguous(memory_format=torch.channels_last) if cl and not k.startswith(
             'regzoo-opt') else x1, ac) for k, (m, _, ac) in models.items()}
-        latency = {k: statistics.median(v) * 1e3 for k, v in time_interleaved(steps1, args.latency_repeats).items()}
+        latency = {k: statistics.median(v) * 1e3 for k, v in timed_interleaved(steps1, args.latency_repeats).items()}
     agree = {}
     if args.dtype == 'bfloat16' and not args.train:
-        images, labels = generated_images(args.agreement_images, args.img_size, seed=2)  # held out from the fit
+        images, labels = synthetic_batch(args.agreement_images, args.img_size, seed=2)  # held out from the fit
         fp32 = models['regzoo-opt'][0]
         print(f'{name} fp32 on {len(images)} held-out generated images:', probe_summary(fp32, images, labels,
                                                                                        args.batch_size))

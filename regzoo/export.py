@@ -11,7 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from regzoo.deploy.export import DEFAULT_TOLERANCE, FORMATS, ONNX_MIN_OPSET, export_model
+from regzoo.deploy.export import DEFAULT_TOLERANCE, FORMATS, ONNX_MIN_OPSET, export_model, require_onnx
+from regzoo.utils.extras import MissingExtraError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,12 +30,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.opset < ONNX_MIN_OPSET:
         parser.error(f'--opset {args.opset} is invalid: must be >= {ONNX_MIN_OPSET}')
-
-    from regzoo.zoo.builder import create_model
-    model = create_model(
-        args.model, pretrained=args.pretrained, num_classes=args.num_classes, checkpoint_path=args.checkpoint)
-    report = export_model(
-        model, args.out, args.format, (model.in_chans, args.input_size, args.input_size), args.opset, args.dynamo)
+    try:
+        if args.format == 'onnx':
+            require_onnx(args.dynamo)  # before building (and maybe downloading) the model
+        from regzoo.zoo.builder import create_model
+        model = create_model(
+            args.model, pretrained=args.pretrained, num_classes=args.num_classes, checkpoint_path=args.checkpoint)
+        report = export_model(
+            model, args.out, args.format, (model.in_chans, args.input_size, args.input_size), args.opset, args.dynamo)
+    except MissingExtraError as e:
+        print(f'{parser.prog}: error: {e}', file=sys.stderr)
+        return 2
     print(report.summary(args.tolerance))
     return 0 if report.ok(args.tolerance) else 1
 

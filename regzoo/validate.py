@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help='ground truth for a flat val folder: LOC_val_solution.csv, "<file> <wnid|index>" lines, or one wnid/line')
     add('--num-samples', type=int, default=None, metavar='N', help='evaluate only the first N images')
     add('--log-freq', type=int, default=10, metavar='N', help='log every N batches (0: never)')
-    add('--published-file', default=None, metavar='FILE', help='reference table (default: results/published.csv)')
+    add('--published-file', default=None, metavar='FILE', help='reference table (default: the packaged one)')
     return p
 
 
@@ -146,3 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, error in failures.items():
         print(f'FAILED {name}: {error.splitlines()[0]}', file=sys.stderr)  # full message logged above
     return 1 if failures else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

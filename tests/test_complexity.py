@@ -181,3 +181,19 @@ def test_checked_in_results_are_current():
     """results/models.csv in the repo is regenerated (python -m regzoo.tables) whenever weights or archs change."""
     with open(REPO / 'results' / 'models.csv') as f:
         _check_table(list(csv.DictReader(f)))
+
+
+def test_complexity_takes_dotted_aliases_with_tags_and_user_archs():
+    """Every name create_model takes, complexity takes: 'RegNetY-3.2GF.ra_in1k' is regnety_032 (old main raised),
+    and a user-registered arch is counted from its own cfg."""
+    assert complexity('RegNetY-3.2GF.ra_in1k') == complexity('regnety_032')
+    cfg = RegNetCfg(w0=32, wa=20.0, wm=2.5, depth=12, group_size=8)
+
+    @regzoo.register_model
+    def test_complexity_user_arch(pretrained: bool = False, **kwargs):
+        from regzoo.zoo.builder import build_regnet
+        return build_regnet('test_complexity_user_arch', cfg, pretrained=pretrained, **kwargs)
+    try:
+        assert complexity('test_complexity_user_arch') == complexity(cfg)
+    finally:
+        regzoo.zoo.registry.REGISTRY.unregister('test_complexity_user_arch')

@@ -6,12 +6,14 @@ in its native format, converts it two ways (``to_regzoo`` + strict ``load_state_
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 import torchvision
 import transformers
-from conftest import randomize_bn
+from helpers import randomize_bn
 from safetensors.torch import load_file, save_file
 
 import regzoo
@@ -65,13 +67,18 @@ def test_torchvision_reference_script_checkpoint_prefers_ema(tmp_path):
     checkpoint = dict(model=raw.state_dict(), model_ema=ema.state_dict(), epoch=599,
                       optimizer=torch.optim.SGD(raw.parameters(), lr=0.5, momentum=0.9).state_dict())
     assert 'n_averaged' in checkpoint['model_ema']
-    path = tmp_path / 'checkpoint.pth'
+    _assert_ema_wins_and_raw_loads(checkpoint, tmp_path / 'checkpoint.pth', ema_src, raw, 'regnety_004', 'torchvision')
+
+
+def _assert_ema_wins_and_raw_loads(checkpoint: dict, path: Path, ema: torch.nn.Module, raw: torch.nn.Module,
+                                   arch: str, fmt: str) -> None:
+    """Saved and reloaded, ``checkpoint`` loads as ``ema`` by default and as ``raw`` with use_ema=False."""
     torch.save(checkpoint, path)
     loaded = torch.load(path, weights_only=True)
     x = _input()
     with torch.no_grad():
-        _assert_loads_like(ema_src(x), loaded, path, 'regnety_004', 'torchvision')
-        model = regzoo.create_model('regnety_004').eval()
+        _assert_loads_like(ema(x), loaded, path, arch, fmt)
+        model = regzoo.create_model(arch).eval()
         model.load_state_dict(to_regzoo(loaded, use_ema=False)[0], strict=True)
         assert _max_diff(model(x), raw(x)) <= ATOL
 
@@ -179,15 +186,7 @@ def test_timm_train_checkpoint_prefers_ema(ddp, tmp_path):
         state_dict={prefix + k: v for k, v in raw.state_dict().items()},
         state_dict_ema={k: v for k, v in ema.state_dict().items()},
         optimizer=torch.optim.SGD(raw.parameters(), lr=0.1).state_dict())
-    path = tmp_path / 'checkpoint-10.pth.tar'
-    torch.save(checkpoint, path)
-    loaded = torch.load(path, weights_only=True)
-    x = _input()
-    with torch.no_grad():
-        _assert_loads_like(ema(x), loaded, path, 'regnety_002', 'timm')
-        model = regzoo.create_model('regnety_002').eval()
-        model.load_state_dict(to_regzoo(loaded, use_ema=False)[0], strict=True)
-        assert _max_diff(model(x), raw(x)) <= ATOL
+    _assert_ema_wins_and_raw_loads(checkpoint, tmp_path / 'checkpoint-10.pth.tar', ema, raw, 'regnety_002', 'timm')
 
 
 # ---------------------------------------------------------------------------------------------- classy / vissl

@@ -8,6 +8,7 @@ import pytest
 import timm
 import timm.data
 import torch
+from helpers import class_folders
 from PIL import Image
 
 import regzoo.data.transforms as rd
@@ -20,6 +21,7 @@ from regzoo.data.datasets import (
     load_rgb,
     read_class_map,
 )
+from regzoo.data.synthetic import synthetic_batch, synthetic_images, write_image_folder
 from regzoo.zoo.pretrained import PretrainedCfg
 
 IMAGENET = label_names('imagenet-1k')
@@ -173,23 +175,15 @@ def test_corrupt_and_truncated_files_become_skip_records(tmp_path):
 
 # ------------------------------------------------------------------------------------------ layouts + label order
 
-def _folder(root, classes, n=2, ext='.JPEG'):
-    for c in classes:
-        (root / c).mkdir(parents=True)
-        for i in range(n):
-            Image.new('RGB', (8, 8), (i, 0, 0)).save(root / c / f'img_{i}{ext}')
-    return root
-
-
 def test_imagenet_folders_follow_synset_order_not_folder_sort(tmp_path):
     wnids = [IMAGENET[999], IMAGENET[0], IMAGENET[512]]
-    ds = build_eval_dataset(_folder(tmp_path, wnids), num_classes=1000)
+    ds = build_eval_dataset(class_folders(tmp_path, wnids), num_classes=1000)
     assert {c: ds.class_to_idx[c] for c in wnids} == {IMAGENET[999]: 999, IMAGENET[0]: 0, IMAGENET[512]: 512}
     assert sorted({t for _, t in ds.samples}) == [0, 512, 999]
 
 
 def test_unknown_class_folder_for_imagenet_weights_is_an_error(tmp_path):
-    _folder(tmp_path, [IMAGENET[0], 'cats', IMAGENET[3][:-1] + 'x'])
+    class_folders(tmp_path, [IMAGENET[0], 'cats', IMAGENET[3][:-1] + 'x'])
     with pytest.raises(ValueError, match=r"not in the imagenet-1k label set: 'cats'.*did you mean") as err:
         build_eval_dataset(tmp_path, num_classes=1000)
     assert 'wnid' in str(err.value)
@@ -198,7 +192,7 @@ def test_unknown_class_folder_for_imagenet_weights_is_an_error(tmp_path):
 
 
 def test_plain_folders_use_timms_order(tmp_path):
-    _folder(tmp_path, ['class10', 'class2', 'b', 'a1'], n=3, ext='.png')
+    class_folders(tmp_path, ['class10', 'class2', 'b', 'a1'], n=3, ext='.png')
     ds = build_eval_dataset(tmp_path, num_classes=4)
     theirs = timm.data.create_dataset('', root=str(tmp_path))
     assert ds.class_to_idx == theirs.reader.class_to_idx
@@ -206,7 +200,7 @@ def test_plain_folders_use_timms_order(tmp_path):
 
 
 def test_class_map_overrides_and_is_checked(tmp_path):
-    _folder(tmp_path / 'data', ['dog', 'cat'])
+    class_folders(tmp_path / 'data', ['dog', 'cat'])
     (tmp_path / 'map.txt').write_text('dog\ncat\n')
     ds = build_eval_dataset(tmp_path / 'data', num_classes=2, class_map=read_class_map(tmp_path / 'map.txt'))
     assert ds.class_to_idx == {'dog': 0, 'cat': 1}
@@ -253,15 +247,56 @@ def test_missing_empty_and_mixed_dirs_raise(tmp_path):
     (tmp_path / 'empty' / 'a').mkdir(parents=True)
     with pytest.raises(ValueError, match='no images found'):
         build_eval_dataset(tmp_path / 'empty', num_classes=2)
-    mixed = _folder(tmp_path / 'mixed', ['a'])
+    mixed = class_folders(tmp_path / 'mixed', ['a'])
     Image.new('RGB', (8, 8)).save(mixed / 'loose.jpg')
     with pytest.raises(ValueError, match='mixes image files and class folders'):
         build_eval_dataset(mixed, num_classes=2)
 
 
 def test_imagenet_root_uses_val_split_and_num_samples(tmp_path):
-    _folder(tmp_path / 'train', [IMAGENET[1]])
-    _folder(tmp_path / 'val', [IMAGENET[7], IMAGENET[3]], n=3)
+    class_folders(tmp_path / 'train', [IMAGENET[1]])
+    class_folders(tmp_path / 'val', [IMAGENET[7], IMAGENET[3]], n=3)
     ds = build_eval_dataset(tmp_path, num_classes=1000, num_samples=4)
     assert len(ds) == 4 and all('/val/' in p for p, _ in ds.samples)
     assert [t for _, t in ds.samples] == [3, 3, 3, 7]
+
+
+# ------------------------------------------------------------------------------------------ synthetic images
+
+def test_synthetic_images_are_seeded_and_the_batch_is_their_normalised_form():
+    images, labels = synthetic_images(6, size=24, num_classes=4, seed=3)
+    again, same_labels = synthetic_images(6, size=24, num_classes=4, seed=3)
+    assert labels == same_labels and all(0 <= k < 4 for k in labels)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(images, again))
+    assert not np.array_equal(np.asarray(images[0]), np.asarray(synthetic_images(6, 24, 4, seed=4)[0][0]))
+    assert all(img.mode == 'RGB' and img.size == (24, 24) for img in images)
+    x, y = synthetic_batch(6, size=24, num_classes=4, seed=3)
+    assert x.shape == (6, 3, 24, 24) and x.dtype == torch.float32 and y.tolist() == labels
+    mean, std = torch.tensor(rd.IMAGENET_MEAN).view(3, 1, 1), torch.tensor(rd.IMAGENET_STD).view(3, 1, 1)
+    pixels = torch.from_numpy(np.array(images[0])).permute(2, 0, 1) / 255
+    assert (x[0] * std + mean - pixels).abs().max() <= 1 / 255  # the same image, before 8-bit rounding
+
+
+def test_synthetic_classes_are_separable_by_colour_alone():
+    """What a probe or a short training run relies on: a nearest-mean-colour rule already classifies them."""
+    x, y = synthetic_batch(200, size=16, num_classes=10, seed=0)
+    colour = x.mean((2, 3))
+    centroids = torch.stack([colour[y == k].mean(0) for k in range(10)])
+    test_x, test_y = synthetic_batch(100, size=16, num_classes=10, seed=1)
+    pred = torch.cdist(test_x.mean((2, 3)), centroids).argmin(1)
+    assert (pred == test_y).float().mean() >= 0.95
+
+
+def test_write_image_folder_layout(tmp_path):
+    root = write_image_folder(tmp_path / 'ds', ['cat', 'dog'], {'train': 4, 'val': 2}, size=(20, 30),
+                              exts=('.png', '.jpg'))
+    assert sorted(str(p.relative_to(root)) for p in root.rglob('*.*')) == [
+        'train/cat/000.png', 'train/cat/001.jpg', 'train/cat/002.png', 'train/cat/003.jpg',
+        'train/dog/000.png', 'train/dog/001.jpg', 'train/dog/002.png', 'train/dog/003.jpg',
+        'val/cat/000.png', 'val/cat/001.jpg', 'val/dog/000.png', 'val/dog/001.jpg']
+    sizes = {Image.open(p).size for p in root.rglob('*.*')}
+    assert all(20 <= s <= 30 for size in sizes for s in size) and len(sizes) > 1
+    flat = write_image_folder(tmp_path / 'flat', 3, per_class=1, size=8)
+    assert sorted(p.name for p in flat.iterdir()) == ['class00', 'class01', 'class02']
+    ds = build_eval_dataset(flat, num_classes=3)
+    assert [t for _, t in ds.samples] == [0, 1, 2]

@@ -6,7 +6,7 @@ from pycls.models import regnet as pycls_regnet
 from torchvision.models.regnet import BlockParams
 
 from regzoo import MODEL_CFGS, RegNetCfg, make_stages
-from regzoo.models.design import adjust_block_compatibility, block_widths, stage_strides
+from regzoo.models.design import adjust_block_compatibility, block_specs, block_widths, make_blocks, stage_strides
 
 
 def _pycls_stages(cfg: RegNetCfg):
@@ -83,3 +83,26 @@ def test_cfg_is_frozen_and_rejects_unknown_fields():
     with pytest.raises(TypeError):
         dataclasses.replace(cfg, group_width=8)
     assert cfg.replace(se_ratio=0.0).se_ratio == 0.0 and cfg.se_ratio == 0.25
+
+
+def test_block_rule():
+    """First-block stride and dilation, the shortcut kind and the SE width (from the block *input* width)."""
+    cfg = MODEL_CFGS['regnety_002']  # stages 24, 56, 152, 368; se_ratio 0.25
+    stages = make_stages(cfg, output_stride=8)  # the last two stages dilate (2, then 4) instead of striding
+    blocks = make_blocks(stages, cfg.stem_width, cfg.se_ratio, cfg.downsample)
+    assert [len(b) for b in blocks] == [s.depth for s in stages]
+    s3, s4 = blocks[2], blocks[3]
+    # the first block of a dilated stage still sees the previous stage's dilation (1 into s3, 2 into s4)
+    assert [(b.stride, b.dilation) for b in s3] == [(1, 1)] + [(1, 2)] * (len(s3) - 1)
+    assert [(b.stride, b.dilation) for b in s4] == [(1, 2)] + [(1, 4)] * (len(s4) - 1)
+    # a projection where the width, stride or dilation changes, identity elsewhere
+    assert [b.shortcut for b in s3] == ['conv1x1'] + ['identity'] * (len(s3) - 1)
+    assert blocks[0][0].shortcut == 'conv1x1' and blocks[0][0].in_chs == cfg.stem_width
+    assert [b.se_width for b in s4] == [round(152 * 0.25)] + [round(368 * 0.25)] * (len(s4) - 1)
+    assert all(b.groups == b.bottleneck_width // stages[1].group_size for b in blocks[1])
+    # same width and stride but a new dilation still needs a shortcut; downsample=None means no residual
+    same_width = dataclasses.replace(stages[3], width=152)
+    assert block_specs(same_width, 152, downsample='avg')[0].shortcut == 'avg'
+    assert block_specs(same_width, 152, downsample=None)[0].shortcut is None
+    assert block_specs(same_width, 152, downsample=None)[1].shortcut == 'identity'
+    assert block_specs(stages[0], 32)[0].se_width is None  # se_ratio 0: no SE

@@ -146,3 +146,27 @@ def test_fit_good_models_finds_the_shared_rule():
     assert fit.num_models == 3 and fit.e_fit == 0 and fit.w0 == rule.w0
     assert all(fit.widths(c.depth) == per_block_widths(c) for c in good)
     assert fit_quantized_linear([per_block_widths(c) for c in bad[:2]]).e_fit > 0.05  # random ones fit no rule
+
+
+def test_vectorized_width_rule_agrees_with_block_widths_and_pycls():
+    """The sampler's stage check and the fit's grid evaluate the linear rule on arrays; on 300 random
+    points (mixed depths in one call, so the padding past each net's depth is exercised) they give
+    ``block_widths`` and pycls's ``generate_regnet`` verdict, point by point."""
+    from pycls.models.regnet import generate_regnet
+
+    from regzoo.analysis.design_analysis import _predict
+    from regzoo.analysis.design_space import _valid_stage_structure
+    rng = np.random.default_rng(0)
+    n = 300
+    depth, w0 = rng.integers(1, 40, n), 8 * rng.integers(1, 33, n)
+    wa, wm = np.round(rng.uniform(0.1, 256.0, n), 1), np.round(rng.uniform(1.5, 3.0, n), 3)
+    valid = _valid_stage_structure(depth, w0, wa, wm, (1, 6))
+    for i in range(n):
+        d, a, b, m = int(depth[i]), float(wa[i]), int(w0[i]), float(wm[i])
+        ws, num_stages, max_stage, _ = generate_regnet(a, b, m, d)
+        assert block_widths(a, b, m, d) == ws
+        assert valid[i] == (num_stages == max_stage and 1 <= num_stages <= 6), (d, b, a, m)
+        grid = _predict(np.array([a, a + 1.0]), np.array([m, 2.0]), b, d)
+        assert grid[0, 0].astype(int).tolist() == ws
+        assert grid[1, 1].astype(int).tolist() == block_widths(a + 1.0, b, 2.0, d)
+    assert 0 < valid.sum() < n  # both verdicts occur: the comparison says something

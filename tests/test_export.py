@@ -10,7 +10,7 @@ import re
 import pytest
 import timm
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 
 import regzoo
 from regzoo.deploy.export import FORMATS, export_model

@@ -6,7 +6,7 @@ into regzoo. Inputs are 64x64 to keep the run short.
 import pytest
 import timm
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 
 import regzoo
 from regzoo.models.features import FeatureListNet

@@ -5,11 +5,12 @@ import warnings
 import pytest
 import timm
 import torch
-from conftest import max_rel_diff, randomize_bn
+from helpers import max_rel_diff, randomize_bn
 
 import regzoo
-from regzoo.benchmark import fit_probe_head, generated_images, time_interleaved
+from regzoo.benchmark import fit_probe_head
 from regzoo.benchmark import main as benchmark_main
+from regzoo.data.synthetic import synthetic_batch
 from regzoo.deploy.inference import FusedBottleneck, FusedConv, InferenceModel, fold_bn, optimize_for_inference
 
 ARCHS = ['regnetx_002', 'regnety_002', 'regnety_004']
@@ -169,23 +170,18 @@ def test_benchmark_train_mode_and_bad_names(tmp_path):
         benchmark_main(['--model', 'regnety_03', '--out-dir', str(tmp_path)])
 
 
-def test_helpers():
-    imgs, labels = generated_images(3, 16)
-    assert imgs.shape == (3, 3, 16, 16) and torch.equal(imgs, generated_images(3, 16)[0])
-    assert labels.shape == (3,) and labels.max() < 10
-
-
 def test_probe_head_makes_predictions_follow_the_generated_classes():
     model = _model('regnetx_002')
-    train, train_labels = generated_images(64, 32, seed=1)
-    test, test_labels = generated_images(64, 32, seed=2)
+    train, train_labels = synthetic_batch(64, 32, seed=1)
+    test, test_labels = synthetic_batch(64, 32, seed=2)
     with torch.no_grad():
-        assert model(test).argmax(1).unique().numel() == 1  # why the probe is needed: random nets predict one class
+        before = model(test).argmax(1)
         fit_probe_head(model, train, train_labels, batch_size=32)
         pred = model(test).argmax(1)
-    assert pred.unique().numel() >= 5 and (pred == test_labels).float().mean() > 0.5
-    times = time_interleaved({'a': lambda: None, 'b': lambda: None}, repeats=3, warmup=0)
-    assert len(times['a']) == len(times['b']) == 3
+    # why the probe is needed: a random net sends the images of 10 classes to fewer classes than that,
+    # none of them theirs, so a bf16-vs-fp32 top-1 agreement on it would say little
+    assert before.unique().numel() < 10 and (before == test_labels).float().mean() < 0.2
+    assert pred.unique().numel() >= 8 and (pred == test_labels).float().mean() > 0.8
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from conftest import randomize_bn
+from helpers import randomize_bn
 from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
@@ -349,6 +349,43 @@ def test_in_chans_more_repeats_and_rescales(ref, st_file, in_chans):
     if in_chans == 6:  # two copies of an RGB image give the RGB activations
         with torch.no_grad():
             assert (model.eval()(torch.cat([X, X], 1)) - ref(X)).abs().max() <= 1e-4
+
+
+def test_checkpoints_without_model_args_keep_their_input_channels(tmp_path):
+    """issue 11: a plain weights file and an HF directory say their in_chans by the first conv's shape (HF's
+    config also as num_channels); create_model builds that, as it takes num_classes from the head."""
+    torch.manual_seed(0)
+    grey = randomize_bn(timm.create_model(ARCH, in_chans=1, num_classes=10)).eval()
+    save_file(grey.state_dict(), tmp_path / 'grey.safetensors')
+    regzoo.save_pretrained(regzoo.create_model(ARCH, checkpoint_path=tmp_path / 'grey.safetensors'),
+                           tmp_path / 'hf', format='hf')
+    g = X[:, :1]
+    with torch.no_grad():
+        expected = grey(g)
+    for path in (tmp_path / 'grey.safetensors', tmp_path / 'hf'):
+        model = regzoo.create_model(ARCH, checkpoint_path=path).eval()
+        assert (model.in_chans, model.num_classes) == (1, 10)
+        with torch.no_grad():
+            assert (model(g) - expected).abs().max() <= 1e-5
+    hf_cfg = regzoo.create_model(ARCH, checkpoint_path=tmp_path / 'hf').pretrained_cfg
+    assert hf_cfg.input_size[0] == len(hf_cfg.mean) == 1 and hf_cfg.label_set is None  # HF labels are only names
+
+
+@pytest.mark.parametrize('in_chans', [1, 3, 4])
+def test_pretrained_cfg_follows_in_chans(in_chans):
+    """The eval cfg a model carries feeds it as built: input sizes take in_chans; the RGB mean/std are pooled
+    for one grey channel (its conv weight is the sum over RGB) and repeat cyclically for more (as the weight)."""
+    weight = regzoo.get_pretrained_cfg('regnety_032.ra_in1k')
+    cfg = regzoo.create_model(weight.name, in_chans=in_chans).pretrained_cfg  # cfg only: nothing is downloaded
+    assert cfg.input_size == (in_chans, 224, 224) and cfg.test_input_size == (in_chans, 288, 288)
+    rgb_mean, rgb_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    if in_chans == 1:
+        assert cfg.mean == pytest.approx([sum(rgb_mean) / 3]) and cfg.std == pytest.approx([sum(rgb_std) / 3])
+    else:
+        assert cfg.mean == tuple(rgb_mean[c % 3] for c in range(in_chans))
+        assert cfg.std == tuple(rgb_std[c % 3] for c in range(in_chans))
+    assert cfg.replace(input_size=weight.input_size, test_input_size=weight.test_input_size, mean=weight.mean,
+                       std=weight.std) == weight  # nothing else changes
 
 
 def test_adapt_input_conv_refuses_non_rgb_source():

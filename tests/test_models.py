@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from conftest import arch_params
+from helpers import arch_params
 
 import regzoo
 
@@ -83,6 +83,29 @@ def test_head_init_is_deterministic_on_both_paths():
     torch.testing.assert_close(a.head.fc.weight, b.head.fc.weight)
     assert a.head.fc.weight.std().item() == pytest.approx(0.01, rel=0.2)
     assert (a.head.fc.bias == 0).all()
+
+
+@pytest.mark.parametrize('where', ['bfloat16', 'meta_to', 'meta_built'])
+def test_head_after_removal_lands_on_the_model_device_and_dtype(where):
+    """issue 11: reset_classifier(0) leaves the head without parameters; a later reset_classifier(n) still builds
+    it where the model lives and in its dtype, with the same deterministic init."""
+    if where == 'meta_built':
+        with torch.device('meta'):
+            model = regzoo.create_model('regnetx_002')
+    else:
+        model = regzoo.create_model('regnetx_002')
+        model = model.to(torch.bfloat16) if where == 'bfloat16' else model.to('meta')
+    model.reset_classifier(0)
+    model.reset_classifier(5)
+    stem = model.stem.conv.weight
+    assert all((p.device, p.dtype) == (stem.device, stem.dtype) for p in model.head.parameters())
+    if where == 'bfloat16':
+        with torch.no_grad():
+            assert model(torch.randn(2, 3, SIZE, SIZE, dtype=torch.bfloat16)).shape == (2, 5)
+        fresh = regzoo.create_model('regnetx_002', num_classes=5).head.fc
+        torch.testing.assert_close(model.head.fc.weight, fresh.weight.to(torch.bfloat16), rtol=0, atol=0)
+    else:
+        assert model(torch.empty(2, 3, SIZE, SIZE, device='meta')).shape == (2, 5)
 
 
 def test_init_statistics_and_zero_init_last():

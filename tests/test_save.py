@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import timm
 import torch
 import transformers
-from conftest import randomize_bn
+from helpers import randomize_bn
+from PIL import Image
 from safetensors.torch import load_file
 
 import regzoo
@@ -107,3 +109,68 @@ def test_timm_config_records_overrides_and_pretrained_cfg(tmp_path):
     assert not {'hf_hub_id', 'url', 'file', 'sha256'} & set(cfg)  # the copy is not the hub's file
     with pytest.raises(ValueError, match=r"unknown model 'regnety_02'; did you mean"):
         regzoo.save_pretrained(model, tmp_path, format='timm', arch='regnety_02')
+
+
+def test_in_chans_save_reloads_with_a_one_channel_test_transform(tmp_path):
+    """issue 11: the saved cfg's test_input_size (288 px for ra_in1k) and mean/std follow in_chans too, so the
+    reloaded model's own eval transform feeds it."""
+    model = _ours('regnety_032.ra_in1k', in_chans=1)  # the weight's cfg, random weights: nothing is downloaded
+    assert regzoo.get_pretrained_cfg('regnety_032.ra_in1k').test_input_size == (3, 288, 288)
+    out = regzoo.save_pretrained(model, tmp_path, format='timm')
+    again = regzoo.create_model('regnety_032', checkpoint_path=str(out)).eval()
+    config = regzoo.resolve_data_config(model=again)
+    assert config.input_size == (1, 288, 288) and len(config.mean) == len(config.std) == 1
+    grey = Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 320), dtype=np.uint8), 'L')
+    x = regzoo.create_transform(config)(grey)[None]
+    assert x.shape == (1, 1, 288, 288)
+    with torch.no_grad():
+        assert (again(x) - model(x)).abs().max().item() <= ATOL
+
+
+@pytest.mark.parametrize('change', ['num_classes', 'reset_classifier'])
+def test_another_head_is_not_the_weight_any_more(change, tmp_path):
+    """issue 11: after a head change the saved cfg keeps neither the weight's tag, its label set nor its numbers."""
+    if change == 'num_classes':
+        model = regzoo.create_model('regnety_002.pycls_in1k', num_classes=10)  # cfg only: nothing is downloaded
+    else:
+        model = regzoo.create_model('regnety_002.pycls_in1k')
+        model.reset_classifier(10)
+    cfg = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
+    cfg = cfg['pretrained_cfg']
+    assert (cfg['num_classes'], cfg['tag'], cfg['label_set']) == (10, '', None)
+    assert cfg['top1'] is cfg['top5'] is cfg['metrics_source'] is None
+    again = regzoo.create_model('regnety_002', checkpoint_path=str(tmp_path))
+    assert (again.pretrained_cfg.tag, again.pretrained_cfg.label_set, again.num_classes) == ('', None, 10)
+
+
+def test_the_same_head_keeps_the_weight(tmp_path):
+    weight = regzoo.get_pretrained_cfg('regnety_002.pycls_in1k')
+    model = regzoo.create_model(weight.name)
+    cfg = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
+    cfg = cfg['pretrained_cfg']
+    assert (cfg['tag'], cfg['label_set'], cfg['top1'], cfg['top5']) == (
+        weight.tag, weight.label_set, weight.top1, weight.top5)
+
+
+def test_user_registered_arch_saves_and_reloads(tmp_path):
+    """save_pretrained(format='timm') of a user-registered RegNet (old main: 'matches no registered architecture',
+    or a raw KeyError with arch=) writes its name, and create_model reloads it with equal outputs."""
+    from regzoo.zoo.builder import build_regnet
+    from regzoo.zoo.registry import REGISTRY
+
+    @regzoo.register_model
+    def test_save_user_arch(pretrained: bool = False, **kwargs):
+        cfg = regzoo.RegNetCfg(w0=32, wa=20.0, wm=2.5, depth=6, group_size=8, se_ratio=0.25)
+        return build_regnet('test_save_user_arch', cfg, pretrained=pretrained, **kwargs)
+    try:
+        model = regzoo.create_model('test_save_user_arch', num_classes=7).eval()
+        regzoo.save_pretrained(model, tmp_path / 'a', format='timm')
+        regzoo.save_pretrained(model, tmp_path / 'b', format='timm', arch='test_save_user_arch')
+        for out in ('a', 'b'):
+            config = json.loads((tmp_path / out / 'config.json').read_text())
+            assert config['architecture'] == 'test_save_user_arch' and 'default' not in config['pretrained_cfg']
+            reloaded = regzoo.create_model('test_save_user_arch', checkpoint_path=tmp_path / out).eval()
+            x = torch.randn(2, 3, 64, 64)
+            assert torch.equal(model(x), reloaded(x))
+    finally:
+        REGISTRY.unregister('test_save_user_arch')

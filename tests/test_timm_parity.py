@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from conftest import arch_params, max_rel_diff, randomize_bn
+from helpers import arch_params, max_rel_diff, randomize_bn
 
 import regzoo
 
@@ -62,6 +62,25 @@ def test_preact_and_linear_out_cfgs_match_timm(timm_name, cfg):
     torch.manual_seed(0)
     ref = randomize_bn(timm.create_model(timm_name)).eval()
     ours = regzoo.RegNet(regzoo.RegNetCfg(**cfg)).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert max_rel_diff(ref(x), ours(x)) <= 1e-4
+
+
+@pytest.mark.parametrize('changes, output_stride', [
+    (dict(downsample='avg'), 8), (dict(downsample='avg', preact=True), 16), (dict(downsample=None), 32),
+])
+def test_dilated_and_shortcut_variants_match_timm(changes, output_stride):
+    """The block rule (first-block dilation, avg / no shortcut, pre-activation) against timm's own RegNet."""
+    from timm.models.regnet import RegNet as TimmRegNet
+    from timm.models.regnet import RegNetCfg as TimmRegNetCfg
+    cfg = regzoo.MODEL_CFGS['regnety_002'].replace(**changes)
+    fields = {k: v for k, v in vars(cfg).items() if k not in ('act', 'norm')}
+    torch.manual_seed(0)
+    ref = randomize_bn(TimmRegNet(TimmRegNetCfg(**fields, act_layer=cfg.act, norm_layer=cfg.norm),
+                                  output_stride=output_stride)).eval()
+    ours = regzoo.RegNet(cfg, output_stride=output_stride).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

@@ -1,13 +1,12 @@
 """train.py: recipes resolve as published, it learns, DDP == one process, kill + resume == uninterrupted, bad input.
 
-Runs on a generated 10-class image folder (hue + stripe orientation per class, 32x32) with regnetx_002.
+Runs on a generated 10-class image folder (``regzoo.data.synthetic``: hue + stripe direction per class, 32x32)
+with regnetx_002.
 """
 from __future__ import annotations
 
-import colorsys
 import copy
 import csv
-import math
 import os
 import shutil
 import signal
@@ -19,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-from safetensors.torch import load_file
+from helpers import learnable_splits
+from safetensors.torch import load_file, save_file
 
 import regzoo
 from regzoo.training import TrainingInputError, main, parse_args, resolve_args
@@ -31,27 +30,10 @@ TINY = ['--model', 'regnetx_002', '--img-size', '32', '--crop-pct', '1', '--colo
         '--log-interval', '1']
 
 
-def make_image_folder(root: Path, classes: int = 10, train_per_class: int = 16, val_per_class: int = 5,
-                      size: int = 32, seed: int = 0) -> Path:
-    """A learnable ImageFolder: each class has its own hue and stripe direction, plus pixel noise."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    for k in range(classes):
-        color = np.array(colorsys.hsv_to_rgb(k / classes, 0.8, 0.9))
-        angle = math.pi * k / classes
-        stripes = 0.5 + 0.5 * np.sin(8 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)))
-        for split, n in (('train', train_per_class), ('val', val_per_class)):
-            folder = root / split / f'class{k:02d}'
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                img = color * (0.6 + 0.4 * stripes[..., None]) + rng.normal(0, 0.08, (size, size, 3))
-                Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8)).save(folder / f'{i:03d}.png')
-    return root
-
-
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory) -> Path:
-    return make_image_folder(tmp_path_factory.mktemp('images'))
+    # 10 classes x (16 train + 5 val) 32-px images; the learning thresholds below are for this data
+    return learnable_splits(tmp_path_factory.mktemp('images'), classes=10, train=16, val=5, size=32, seed=0)
 
 
 @pytest.fixture(scope='module')
@@ -191,6 +173,26 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
     same = ('train_loss', 'val_loss', 'top1', 'lr', 'ema_top1')  # all but images/s
     for ra, rb in zip(rows_a, rows_b, strict=True):
         assert [ra[k] for k in same] == [rb[k] for k in same]
+
+
+def test_resume_builds_from_its_own_weights_not_the_starting_ones(data_dir, tmp_path):
+    """issue 11: --initial-checkpoint stays in the resumed args, but a resume builds the model from its own
+    last.safetensors through create_model: the starting file may be gone by then."""
+    start = tmp_path / 'start.safetensors'
+    torch.manual_seed(7)
+    save_file(regzoo.create_model('regnetx_002', num_classes=10).state_dict(), str(start))
+    common = ['--data-dir', str(data_dir), *TINY, '-b', '32', '--lr', '0.1', '--output', str(tmp_path)]
+    assert main([*common, '--epochs', '1', '--experiment', 'run', '--initial-checkpoint', str(start)]) == 0
+    first_epoch = load_file(tmp_path / 'run' / 'last.safetensors')
+    start.unlink()
+    assert main(['--resume', str(tmp_path / 'run'), '--epochs', '2']) == 0
+    rows = list(csv.DictReader((tmp_path / 'run' / 'summary.csv').open()))
+    assert [r['epoch'] for r in rows] == ['0', '1']
+    state = torch.load(tmp_path / 'run' / 'last.state.pt', weights_only=True)
+    assert state['args']['initial_checkpoint'] == str(start) and state['epoch'] == 2
+    # the second epoch went on from the first epoch's weights: BN counted the first epoch's batches, then its own
+    key = 's1.b1.conv1.bn.num_batches_tracked'
+    assert first_epoch[key].item() == 5 and load_file(tmp_path / 'run' / 'last.safetensors')[key].item() == 10
 
 
 def test_torchrun_two_processes_equal_one_process_with_accumulation(data_dir, tmp_path):

@@ -15,7 +15,8 @@ import pytest
 import timm
 import timm.data
 import torch
-from PIL import Image, ImageDraw
+from helpers import class_folders, learnable_splits, randomize_bn
+from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import regzoo
@@ -25,42 +26,25 @@ from regzoo.zoo.metrics import load_published
 from regzoo.zoo.pretrained import WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
-COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (200, 40, 200), (40, 200, 200))
+CLASSES = [f'class_{k}' for k in range(6)]
 IMG = 32  # eval size: the learnable signal is colour, so tiny images suffice
 TIMM_CFG = dict(input_size=(3, IMG, IMG), crop_pct=0.875, interpolation='bicubic')
-
-
-def _image(k: int, rng: np.random.RandomState) -> Image.Image:
-    w, h = rng.randint(36, 60), rng.randint(36, 60)
-    base = np.array(COLOURS[k]) + rng.randint(-30, 30, 3)
-    img = Image.fromarray(np.clip(base + rng.randint(-40, 40, (h, w, 3)), 0, 255).astype(np.uint8))
-    x, y = rng.randint(0, w // 2), rng.randint(0, h // 2)
-    ImageDraw.Draw(img).ellipse([x, y, x + w // 3, y + h // 3], fill=tuple(int(v) for v in rng.randint(0, 255, 3)))
-    return img
-
-
-def _write_split(root: Path, per_class: int, seed: int) -> Path:
-    rng = np.random.RandomState(seed)
-    for k in range(len(COLOURS)):
-        (root / f'class_{k}').mkdir(parents=True)
-        for i in range(per_class):
-            ext = ('.JPEG', '.png', '.jpg')[i % 3]  # several formats in one folder, as real data has
-            _image(k, rng).save(root / f'class_{k}' / f'{i}{ext}')
-    return root
 
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(val folder, checkpoint): regnetx_002 with a 6-class head, trained ~20 steps on another split."""
     base = tmp_path_factory.mktemp('validate')
-    train_dir = _write_split(base / 'train', per_class=8, seed=0)
-    val_dir = _write_split(base / 'val', per_class=7, seed=1)
+    # sides of 36-60 px, so the resize and crop of the eval transform really act; several formats in one
+    # folder, as real data has
+    learnable_splits(base, CLASSES, train=8, val=7, size=(36, 60), seed=0, exts=('.JPEG', '.png', '.jpg'))
+    train_dir, val_dir = base / 'train', base / 'val'
     transform = timm.data.create_transform(**TIMM_CFG)
     train = timm.data.ImageDataset(str(train_dir), transform=transform)
     x = torch.stack([train[i][0] for i in range(len(train))])
     y = torch.tensor([train[i][1] for i in range(len(train))])
     torch.manual_seed(0)
-    model = regzoo.create_model('regnetx_002', num_classes=len(COLOURS))
+    model = regzoo.create_model('regnetx_002', num_classes=len(CLASSES))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(20):
         idx = torch.randint(0, len(x), (24,))
@@ -92,7 +76,7 @@ def _run(val_dir, ckpt, *extra):
 
 def _timm_reference(val_dir: Path, ckpt: Path) -> list[tuple[int, int, bool]]:
     """Independent eval: timm's model, folder order and transform, one image at a time -> (target, top1, in top5)."""
-    model = timm.create_model('regnetx_002', num_classes=len(COLOURS))
+    model = timm.create_model('regnetx_002', num_classes=len(CLASSES))
     model.load_state_dict(load_file(str(ckpt)))
     model.eval()
     dataset = timm.data.ImageDataset(str(val_dir), transform=timm.data.create_transform(**TIMM_CFG))
@@ -170,6 +154,15 @@ def test_cli_writes_timm_format_csv_and_json(trained, tmp_path):
     assert row['num_skipped'] == 0 and row['published_top1'] is None
 
 
+def test_alias_names_report_under_the_registered_arch(trained, tmp_path):
+    """'RegNetX-1.6GF' (a dotted paper alias) is regnetx_016: its row says so, not 'RegNetX-1' (old main did)."""
+    val_dir, _ = trained
+    out = tmp_path / 'r.csv'
+    assert main(['--data-dir', str(val_dir), '--model', 'RegNetX-1.6GF', '--num-classes', str(len(CLASSES)),
+                 '--img-size', str(IMG), '-j', '0', '--results-file', str(out)]) == 0
+    assert [r['model'] for r in csv.DictReader(out.open())] == ['regnetx_016']
+
+
 @pytest.mark.parametrize('argv, message', [
     (['--model', 'regnety_002'], 'does not load into'),
     (['--model', 'regnetx_002', '--num-classes', '10'], '6-class classifier'),
@@ -192,18 +185,11 @@ def test_missing_or_empty_data_dir(tmp_path, capsys):
     assert 'no images found' in capsys.readouterr().err
 
 
-def _imagenet_folder(root: Path, wnids: list[str]) -> Path:
-    for w in wnids:
-        (root / w).mkdir(parents=True)
-        Image.new('RGB', (40, 30), (90, 20, 160)).save(root / w / 'a.JPEG')
-    return root
-
-
 def test_unknown_folder_for_imagenet_weights_and_pretrained_without_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    data = _imagenet_folder(tmp_path / 'val', [label_names('imagenet-1k')[0], 'tabby_cat'])
+    data = class_folders(tmp_path / 'val', [label_names('imagenet-1k')[0], 'tabby_cat'], n=1, size=40)
     ckpt = tmp_path / 'x002_1k.safetensors'
     save_file(regzoo.create_model('regnetx_002').state_dict(), str(ckpt))
     assert main(['--data-dir', str(data), '--model', 'regnetx_002', '--checkpoint', str(ckpt), '-j', '0']) == 2
@@ -232,7 +218,7 @@ def test_pattern_validates_many_cached_weights_into_one_table(tmp_path, monkeypa
     for name in names:  # random weights stand in for the real ones: this checks the plumbing, not the accuracy
         _seed_hub_cache(tmp_path / 'hf', name, timm.create_model(name.split('.')[0]).state_dict())
     wnids = list(label_names('imagenet-1k')[:3])
-    data = _imagenet_folder(tmp_path / 'val', wnids)
+    data = class_folders(tmp_path / 'val', wnids, n=1, size=40)
     out = tmp_path / 'many.csv'
     code = main(['--data-dir', str(data), '--model', 'regnet[xy]_002*', '--pretrained', '--img-size', '32', '-j', '0',
                  '--results-file', str(out)])
@@ -246,6 +232,54 @@ def test_pattern_validates_many_cached_weights_into_one_table(tmp_path, monkeypa
         assert float(row['top1_diff']) == pytest.approx(float(row['top1']) - ref.top1, abs=1e-3)
         assert row['img_size'] == '32' and row['num_images'] == '3'
     assert 'img_size 32 vs published 224' in capsys.readouterr().out
+
+
+def _grey_folder(root: Path, classes: int, per_class: int) -> Path:
+    """Greyscale PNGs (mode L) in ``classes`` folders: what a 1-channel model reads."""
+    rng = np.random.RandomState(0)
+    for k in range(classes):
+        (root / f'c{k}').mkdir(parents=True)
+        for i in range(per_class):
+            level = 25 * k + rng.randint(0, 20, (rng.randint(30, 50), rng.randint(30, 50)))
+            Image.fromarray(level.astype(np.uint8), 'L').save(root / f'c{k}' / f'{i}.png')
+    return root
+
+
+@pytest.mark.parametrize('fmt', ['timm', 'hf'])
+def test_saved_one_channel_model_validates_as_create_model_evaluates_it(fmt, tmp_path):
+    """issue 11: validate.py --checkpoint DIR builds through create_model, so a saved in_chans=1, 10-class model
+    scores exactly what the model create_model(checkpoint_path=DIR) builds scores image by image in Python."""
+    torch.manual_seed(0)
+    saved = randomize_bn(regzoo.create_model('regnetx_002', in_chans=1, num_classes=10)).eval()
+    with torch.no_grad():  # a nearest-centroid head over the classes' grey levels: predictions follow the images
+        flat = ((torch.arange(10) * 25 + 10) / 255 - 0.45) / 0.225
+        centroids = saved.forward_head(saved.forward_features(flat.view(10, 1, 1, 1).expand(10, 1, 224, 224)),
+                                       pre_logits=True)
+        saved.head.fc.weight.copy_(centroids)
+        saved.head.fc.bias.copy_(-0.5 * centroids.pow(2).sum(1))
+    ckpt = regzoo.save_pretrained(saved, tmp_path / 'ckpt', format=fmt)
+    data = _grey_folder(tmp_path / 'val', classes=10, per_class=3)
+    results, failures = validate(_args('--data-dir', str(data), '--model', 'regnetx_002', '--checkpoint', str(ckpt),
+                                       '-b', '4', '-j', '0', '--log-freq', '0'))
+    assert not failures and len(results) == 1
+    result = results[0]
+
+    model = regzoo.create_model('regnetx_002', checkpoint_path=str(ckpt)).eval()
+    assert (model.in_chans, model.num_classes) == (1, 10)
+    transform = regzoo.create_transform(regzoo.resolve_data_config(model=model))
+    reference = []
+    with torch.no_grad():
+        for k in range(10):
+            for path in sorted((data / f'c{k}').iterdir()):
+                x = transform(Image.open(path))[None]
+                assert x.shape[1] == 1
+                torch.testing.assert_close(model(x), saved(x), rtol=0, atol=1e-5)  # the save kept the model
+                reference.append((k, tuple(model(x).topk(5, dim=1).indices[0].tolist())))
+    assert result.num_images == len(reference) == 30 and result.num_skipped == 0
+    assert sorted(result.predictions) == sorted(reference)
+    assert result.top1 == round(100 * sum(t == top[0] for t, top in reference) / len(reference), 3)
+    assert result.top5 == round(100 * sum(t in top for t, top in reference) / len(reference), 3)
+    assert result.top1 > 30, f'the centroid head should be far above chance (10%), got {result.top1}'
 
 
 def test_published_table_agrees_with_pretrained_metadata():

@@ -10,10 +10,10 @@ Convention (pycls's, the one the paper and every "400MF" / "3.2GF" name use):
 - ``acts``: output elements of every convolution and linear layer for one image (pycls's "acts",
   a proxy for memory traffic that predicts GPU runtime better than flops).
 
-``complexity`` walks the stage specs of ``design.make_stages`` with the spatial arithmetic of the
-convolutions, so it never builds a module (microseconds per model: what design-space sampling
-needs). ``measure_complexity`` counts the same quantities with forward hooks on a built model and
-is the cross-check.
+``complexity`` walks the block specs of ``design.make_blocks`` (the ones ``RegNet`` is built from)
+with the spatial arithmetic of the convolutions, so it never builds a module (microseconds per
+model: what design-space sampling needs). ``measure_complexity`` counts the same quantities with
+forward hooks on a built model and is the cross-check.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from regzoo.models.design import RegNetCfg, StageSpec, make_stages
+from regzoo.models.design import BlockSpec, RegNetCfg, StageSpec, make_blocks, make_stages
+from regzoo.zoo.builder import arch_cfg
 
 
 class _Counts:
@@ -75,29 +76,26 @@ class BlockOptions:
         return cls(cfg.stem_width, cfg.se_ratio, cfg.downsample, cfg.preact, cfg.num_features)
 
 
-def _block(
-        cx: _Counts, opts: BlockOptions, in_chs: int, spec: StageSpec, stride: int, dilations: tuple[int, int],
-) -> _Counts:
-    """One Bottleneck / PreBottleneck, mirroring ``regnet.py`` (same shortcut rule)."""
-    mid, out, groups = spec.bottleneck_width, spec.width, spec.bottleneck_width // spec.group_size
+def _block(cx: _Counts, block: BlockSpec, preact: bool) -> _Counts:
+    """One Bottleneck / PreBottleneck: the layers ``regnet.py`` builds from the same ``BlockSpec``."""
+    c_in, mid, out, stride, groups = block.in_chs, block.bottleneck_width, block.out_chs, block.stride, block.groups
     h, w = cx.h, cx.w
-    if opts.preact:  # norm1 -> conv1 -> norm2 -> conv2 -> se -> norm3 -> conv3
-        cx = cx.norm(in_chs).conv(in_chs, mid).norm(mid).conv(mid, mid, 3, stride, groups)
-        if opts.se_ratio:
-            cx = _squeeze_excite(cx, mid, int(round(in_chs * opts.se_ratio)))
+    if preact:  # norm1 -> conv1 -> norm2 -> conv2 -> se -> norm3 -> conv3
+        cx = cx.norm(c_in).conv(c_in, mid).norm(mid).conv(mid, mid, 3, stride, groups)
+        if block.se_width is not None:
+            cx = _squeeze_excite(cx, mid, block.se_width)
         cx = cx.norm(mid).conv(mid, out)
     else:  # conv1 -> bn -> conv2 -> bn -> se -> conv3 -> bn
-        cx = cx.conv(in_chs, mid).norm(mid).conv(mid, mid, 3, stride, groups).norm(mid)
-        if opts.se_ratio:
-            cx = _squeeze_excite(cx, mid, int(round(in_chs * opts.se_ratio)))
+        cx = cx.conv(c_in, mid).norm(mid).conv(mid, mid, 3, stride, groups).norm(mid)
+        if block.se_width is not None:
+            cx = _squeeze_excite(cx, mid, block.se_width)
         cx = cx.conv(mid, out).norm(out)
-    needs_projection = not (in_chs == out and stride == 1 and dilations[0] == dilations[1])
-    if needs_projection and opts.downsample is not None:
+    if block.shortcut not in ('identity', None):
         # a parallel branch: the 'avg' variant pools first and then runs the 1x1 at the output size,
         # which costs the same as the strided 1x1 of 'conv1x1'
         h_out, w_out = cx.h, cx.w
-        cx = cx.at(h, w).conv(in_chs, out, 1, stride)
-        cx = (cx if opts.preact else cx.norm(out)).at(h_out, w_out)
+        cx = cx.at(h, w).conv(c_in, out, 1, stride)
+        cx = (cx if preact else cx.norm(out)).at(h_out, w_out)
     return cx
 
 
@@ -113,13 +111,10 @@ def stage_complexity(
     cx = _Counts(h, w).conv(in_chans, options.stem_width, 3, 2)
     cx = cx if options.preact else cx.norm(options.stem_width)
     prev = options.stem_width
-    for spec in stages:
-        # the first block of a dilated stage still sees the previous dilation (as regnet.RegStage)
-        first_dilation = 1 if spec.dilation in (1, 2) else 2
-        for i in range(spec.depth):
-            dilations = (first_dilation if i == 0 else spec.dilation, spec.dilation)
-            cx = _block(cx, options, prev if i == 0 else spec.width, spec, spec.stride if i == 0 else 1, dilations)
-        prev = spec.width
+    for stage, blocks in zip(stages, make_blocks(stages, options.stem_width, options.se_ratio, options.downsample)):
+        for block in blocks:
+            cx = _block(cx, block, options.preact)
+        prev = stage.width
     if options.num_features:
         cx = cx.conv(prev, options.num_features).norm(options.num_features)
         prev = options.num_features
@@ -147,11 +142,7 @@ def resolve_cfg(name_or_cfg: str | RegNetCfg) -> RegNetCfg:
         return name_or_cfg
     if not isinstance(name_or_cfg, str):
         raise TypeError(f'expected a model name or a RegNetCfg, got {type(name_or_cfg).__name__}')
-    from regzoo.zoo.cfgs import MODEL_CFGS
-    from regzoo.zoo.registry import REGISTRY, split_model_name_tag
-    if name_or_cfg in REGISTRY.names() or name_or_cfg in REGISTRY.aliases():
-        return MODEL_CFGS[REGISTRY.resolve(name_or_cfg)]  # a dotted alias such as 'RegNetY-3.2GF' is no tag
-    return MODEL_CFGS[REGISTRY.resolve(split_model_name_tag(name_or_cfg)[0])]
+    return arch_cfg(name_or_cfg)
 
 
 def _check_size(img_size: int | tuple[int, int]) -> tuple[int, int]:

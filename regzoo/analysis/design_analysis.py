@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from regzoo.analysis.complexity import BlockOptions, complexity, stage_complexity
-from regzoo.models.design import WIDTH_QUANTUM, RegNetCfg, StageSpec, make_stages
+from regzoo.models.design import WIDTH_QUANTUM, RegNetCfg, StageSpec, linear_rule, make_stages
+from regzoo.utils.extras import require
 
 Result = tuple  # (cfg, error): a RegNetCfg or AnyNetCfg and its top-1 error in %
 
@@ -84,8 +85,7 @@ def write_edf(
 
 
 def _plot_edf(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')  # files only, never a window (also on machines without a display)
+    require('matplotlib', 'plot', 'plotting an EDF').use('Agg')  # files only, never a window
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     for label, (errs, edf) in curves.items():
@@ -115,10 +115,8 @@ class LinearFit:
 
 
 def _predict(was: np.ndarray, wms: np.ndarray, w0: int, depth: int) -> np.ndarray:
-    """Quantized linear widths, shape (len(was), len(wms), depth), as ``design.block_widths``."""
-    u = w0 + was[:, None] * np.arange(depth)[None, :]
-    ks = np.round(np.log(u / w0)[:, None, :] / np.log(wms)[None, :, None])
-    return np.round(w0 * wms[None, :, None] ** ks / WIDTH_QUANTUM) * WIDTH_QUANTUM
+    """Quantized linear widths, shape (len(was), len(wms), depth): ``design.linear_rule`` on the grid."""
+    return linear_rule(w0, was[:, None, None], wms[None, :, None], np.arange(depth)[None, None, :])[1]
 
 
 def fit_quantized_linear(

@@ -31,10 +31,10 @@ from regzoo.analysis.design_analysis import (  # noqa: F401  (the analysis half 
     write_edf,
 )
 from regzoo.models.design import (
-    WIDTH_QUANTUM,
     RegNetCfg,
     StageSpec,
     adjust_block_compatibility,
+    linear_rule,
     make_stages,
     stage_strides,
 )
@@ -99,13 +99,12 @@ def _valid_stage_structure(
         depth: np.ndarray, w0: np.ndarray, wa: np.ndarray, wm: np.ndarray, num_stages: tuple[int, int],
 ) -> np.ndarray:
     """pycls's ``check_regnet_constraints``, vectorized: the quantized stage indices of the linear rule
-    (``design.block_widths``) are 0..n-1 with n distinct widths (no skipped index, no two indices
+    (``design.linear_rule``) are 0..n-1 with n distinct widths (no skipped index, no two indices
     rounding to one width) and n is within ``num_stages``."""
     j = np.arange(int(depth.max()))[None, :]
     in_net = j < depth[:, None]
-    w0, wa, wm = w0[:, None].astype(float), wa[:, None], wm[:, None]
-    ks = np.round(np.log((w0 + wa * j) / w0) / np.log(wm))
-    widths = np.where(in_net, np.round(w0 * wm ** ks / WIDTH_QUANTUM) * WIDTH_QUANTUM, np.inf)
+    ks, widths = linear_rule(w0[:, None].astype(float), wa[:, None], wm[:, None], j)
+    widths = np.where(in_net, widths, np.inf)
     widths = np.sort(widths, 1)
     with np.errstate(invalid='ignore'):  # inf - inf past each net's depth, masked out below
         steps = np.diff(widths, axis=1) != 0

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from timm.data import ImageNetInfo, get_img_extensions
 
 from regzoo.utils.names import close_matches, natural_key
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset(get_img_extensions(as_set=True))
+# timm.data.get_img_extensions() (tests/test_layers.py checks they agree), written out so that importing
+# this module does not load timm
+IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png'})
 _WNID = re.compile(r'^n\d{8}$')
 # timm's ImageNetInfo subsets; the num_classes -> label set guess is timm's too (timm.data.infer_imagenet_subset)
 _LABEL_SET_BY_NUM_CLASSES = {1000: 'imagenet-1k', 11821: 'imagenet-12k'}
@@ -39,6 +40,8 @@ class SkippedImage:
 
 def label_names(label_set: str) -> tuple[str, ...]:
     """The class names of a label set in classifier index order ('imagenet-1k' -> 1000 sorted wnids)."""
+    from timm.data import ImageNetInfo
+
     try:
         return tuple(ImageNetInfo(label_set).label_names())
     except AssertionError:

@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import timm.data
-
 from regzoo.utils.names import did_you_mean
 
+# timm.data.IMAGENET_DEFAULT_MEAN/STD (tests/test_layers.py checks they agree); timm itself loads only
+# when a transform is built, so importing this module stays cheap
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CROP_PCT = 0.875
 CROP_MODES = ('center', 'squash', 'border')
 # 'random' is a train-time choice; an eval transform needs one fixed filter
@@ -29,8 +31,8 @@ class DataConfig:
     """Everything the eval transform depends on. Unpacks like timm's dict: ``timm.data.create_transform(**cfg)``."""
     input_size: tuple[int, int, int] = (3, 224, 224)
     interpolation: str = 'bicubic'
-    mean: tuple[float, ...] = timm.data.IMAGENET_DEFAULT_MEAN
-    std: tuple[float, ...] = timm.data.IMAGENET_DEFAULT_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
     crop_pct: float = DEFAULT_CROP_PCT
     crop_mode: str = 'center'
 
@@ -140,8 +142,8 @@ def resolve_data_config(
     return DataConfig(
         input_size=input_size,
         interpolation=given.get('interpolation') or cfg.get('interpolation') or 'bicubic',
-        mean=_per_channel(given.get('mean') or cfg.get('mean') or timm.data.IMAGENET_DEFAULT_MEAN, in_chans, 'mean'),
-        std=_per_channel(given.get('std') or cfg.get('std') or timm.data.IMAGENET_DEFAULT_STD, in_chans, 'std'),
+        mean=_per_channel(given.get('mean') or cfg.get('mean') or IMAGENET_MEAN, in_chans, 'mean'),
+        std=_per_channel(given.get('std') or cfg.get('std') or IMAGENET_STD, in_chans, 'std'),
         crop_pct=float(given.get('crop_pct') or from_cfg('crop_pct', 'test_crop_pct') or DEFAULT_CROP_PCT),
         crop_mode=given.get('crop_mode') or cfg.get('crop_mode') or 'center',
     )
@@ -158,4 +160,6 @@ def create_transform(config: DataConfig | Mapping | None = None, **kwargs):
         config = DataConfig()
     elif not isinstance(config, DataConfig):
         config = DataConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in dict(config).items()})
+    import timm.data
+
     return timm.data.create_transform(**config.to_dict(), **kwargs)

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from regzoo.utils.extras import require
+
 FORMATS = ('onnx', 'pt2', 'torchscript')
 ONNX_MIN_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4  # fp32 max |delta| against eager
@@ -65,6 +67,17 @@ def export_pt2(model: nn.Module, path: str | Path, example: torch.Tensor) -> Run
     return lambda x: _as_list(loaded(x))
 
 
+def require_onnx(dynamo: bool = False):
+    """The ``[export]`` extra an ONNX export needs (onnx, onnxruntime; onnxscript for ``dynamo``): onnxruntime.
+
+    Raises ``MissingExtraError`` naming ``pip install 'regzoo[export]'`` when one is missing.
+    """
+    require('onnx', 'export', 'ONNX export')
+    if dynamo:
+        require('onnxscript', 'export', 'ONNX export with dynamo=True')
+    return require('onnxruntime', 'export', 'checking an ONNX export')
+
+
 def export_onnx(
         model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 18, dynamo: bool = False,
 ) -> Runner:
@@ -75,7 +88,7 @@ def export_onnx(
     """
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f'opset={opset} is invalid: must be >= {ONNX_MIN_OPSET}')
-    import onnxruntime as ort
+    ort = require_onnx(dynamo)
     output_names = _output_names(model, example)
     if dynamo:
         batch = torch.export.Dim('batch', min=1, max=4096)

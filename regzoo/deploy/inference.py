@@ -11,12 +11,12 @@ The optimized model is a copy: the caller's model is never changed.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
 import platform
 import statistics
-import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from regzoo.models.layers import ConvNormAct, SqueezeExcite
 from regzoo.models.regnet import Bottleneck
+from regzoo.utils.files import atomic_write
+from regzoo.utils.timing import device_synchronizer, timed_interleaved
 
 # nn activation type -> (oneDNN post-op name, eager function)
 _ACTS = {
@@ -220,26 +222,11 @@ def _build(model: nn.Module, fuse_bn: bool, memory_format: torch.memory_format, 
     return InferenceModel(model, memory_format, dtype)
 
 
-def time_forward(model: nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
-    """Seconds per forward call, ``repeats`` times after one warm-up call."""
-    with torch.no_grad():
-        model(x)
-        out = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            out.append(time.perf_counter() - start)
-    return out
-
-
 def choose_memory_format(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int = 5) -> str:
     """The key of the fastest candidate: median of interleaved timings, channels_last unless beaten by 5%."""
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    for m in candidates.values():
-        time_forward(m, x, 0)
-    for _ in range(repeats):
-        for k, m in candidates.items():  # interleaved so that load from other processes hits both alike
-            times[k] += time_forward(m, x, 1)
+    with torch.no_grad():
+        times = timed_interleaved({k: functools.partial(m, x) for k, m in candidates.items()}, repeats,
+                                  warmup=1, sync=device_synchronizer(x.device))
     med = {k: statistics.median(v) for k, v in times.items()}
     return 'contiguous' if med['contiguous'] < 0.95 * med['channels_last'] else 'channels_last'
 
@@ -325,7 +312,8 @@ def optimize_for_inference(
             if path and key:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 cache[key] = memory_format
-                path.write_text(json.dumps(cache, indent=1, sort_keys=True))
+                # atomic: processes sharing the cache (parallel tests, benchmarks) never read a torn file
+                atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1, sort_keys=True)))
     out = _build(model, fuse_bn, MEMORY_FORMATS[memory_format], dtype, device)
     if compile:
         # inductor cannot see through pre-packed opaque weights: compile the dense folded model and let

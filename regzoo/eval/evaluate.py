@@ -6,9 +6,8 @@ in the result and excluded from the accuracy -- never dropped silently.
 """
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,9 +17,11 @@ from tqdm import tqdm
 
 from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
+from regzoo.eval.loop import Prediction, TopkCounts, count_topk
+from regzoo.utils.timing import Stopwatch, device_synchronizer
 from regzoo.zoo.builder import create_model
 from regzoo.zoo.metrics import PublishedRef, lookup_published
-from regzoo.zoo.registry import list_models, model_entrypoint, split_model_name_tag
+from regzoo.zoo.registry import REGISTRY, list_models, model_entrypoint
 
 _logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class EvalResult:
     top5_diff: float | None = None
     published_source: str | None = None
     # per image, in dataset order: (target, top-k predicted indices); not part of the results row
-    predictions: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    predictions: tuple[Prediction, ...] = ()
     skipped: tuple[SkippedImage, ...] = ()
 
     def row(self) -> dict:
@@ -81,83 +82,83 @@ class EvalResult:
 
 @dataclass(frozen=True)
 class EvalCounts:
-    num_images: int
-    correct1: int
-    correct5: int
-    loss_sum: float
+    """The eval loop's sums plus what only validate.py tracks: wall time and the images it could not read."""
+    topk: TopkCounts
     seconds: float
-    predictions: tuple[tuple[int, tuple[int, ...]], ...]
     skipped: tuple[SkippedImage, ...]
 
 
-def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, num_classes: int, desc: str = '') -> EvalCounts:
-    """Top-1/top-5 counts and summed loss of ``model`` over ``loader`` (batches from ``collate_eval``)."""
-    device = torch.device(opts.device)
-    topk = min(5, num_classes)
-    criterion = nn.CrossEntropyLoss(reduction='sum')
-
-    def autocast():
-        return torch.autocast(device.type, dtype=opts.amp_dtype) if opts.amp_dtype else contextlib.nullcontext()
-    memory_format = torch.channels_last if opts.channels_last else torch.contiguous_format
-    n = correct1 = correct5 = 0
-    loss_sum = 0.0
-    predictions, skipped = [], []
+def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = '') -> EvalCounts:
+    """Top-1/top-5 counts, per-image predictions and summed loss of ``model`` over ``loader`` (batches from
+    ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted."""
+    skipped: list[SkippedImage] = []
+    step = 0
     bar = tqdm(loader, desc=desc, unit='batch', disable=(None if opts.progress is None else not opts.progress),
                dynamic_ncols=True)
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for step, (images, targets, _, bad) in enumerate(bar):
+
+    def readable():
+        nonlocal step
+        for i, (images, targets, _, bad) in enumerate(bar):
+            step = i  # the batch index on_batch logs, counting batches with no readable image too
             for item in bad:
                 _logger.warning('skipped unreadable image %s (%s)', item.path, item.reason)
             skipped.extend(bad)
-            if images is None:
-                continue
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            targets = targets.to(device, non_blocking=True)
-            with autocast():
-                logits = model(images)
-            logits = logits.float()
-            loss_sum += criterion(logits, targets).item()
-            top = logits.topk(topk, dim=1).indices
-            hits = top.eq(targets[:, None])
-            correct1 += int(hits[:, 0].sum())
-            correct5 += int(hits.any(dim=1).sum())
-            n += len(targets)
-            predictions.extend(zip(targets.tolist(), map(tuple, top.tolist())))
-            bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
-            if opts.log_freq and step % opts.log_freq == 0:
-                _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
-                             100 * correct5 / n)
-    seconds = time.perf_counter() - start
-    return EvalCounts(n, correct1, correct5, loss_sum, seconds, tuple(predictions), tuple(skipped))
+            if images is not None:
+                yield images, targets
+
+    def on_batch(n: int, correct1: int, correct5: int) -> None:
+        bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
+        if opts.log_freq and step % opts.log_freq == 0:
+            _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
+                         100 * correct5 / n)
+
+    with Stopwatch(device_synchronizer(opts.device)) as watch:
+        counts = count_topk(
+            model, readable(), opts.device, amp_dtype=opts.amp_dtype,
+            memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format,
+            criterion=nn.CrossEntropyLoss(reduction='sum'), keep_predictions=True, on_batch=on_batch)
+    return EvalCounts(counts, watch.seconds, tuple(skipped))
 
 
 def _build_model(name: str, opts: EvalOptions) -> nn.Module:
-    """The model with its weights. The loader re-initialises a classifier of another size (right for
-    fine-tuning); scoring such a head would be meaningless, so here a size mismatch is an error."""
+    """The model with its weights, through ``create_model`` like every other entry point.
+
+    The builder re-initialises a classifier of another size than the weights' (right for fine-tuning);
+    scoring such a head would be meaningless, so with weights the head is theirs and ``--num-classes``
+    only checks it.
+    """
     model_entrypoint(name)  # an unknown name raises here, with close matches, not as a checkpoint problem
-    num_classes, checkpoint = opts.num_classes, None
-    if opts.checkpoint:
-        from regzoo.zoo.loading import apply_checkpoint, read_checkpoint
-        checkpoint = read_checkpoint(opts.checkpoint)  # read once: its head size picks num_classes
-        ckpt_classes = checkpoint.num_classes()
-        if not ckpt_classes:
-            raise ValueError(f'checkpoint {opts.checkpoint} has no classifier (head.fc); nothing to validate')
-        if num_classes and num_classes != ckpt_classes:
-            raise ValueError(f'--num-classes {num_classes} but checkpoint {opts.checkpoint} has a '
-                             f'{ckpt_classes}-class classifier')
-        num_classes = ckpt_classes
-    model = create_model(name, pretrained=opts.pretrained, num_classes=num_classes)
-    if checkpoint is not None:
-        try:
-            apply_checkpoint(model, checkpoint)  # what create_model(checkpoint_path=) does, without a second read
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise ValueError(f'checkpoint {opts.checkpoint} does not load into {name!r}: {err}') from err
-    cfg = getattr(model, 'pretrained_cfg', None)
-    if opts.pretrained and not opts.checkpoint and cfg is not None and cfg.num_classes != model.num_classes:
-        raise ValueError(f'{cfg.name} has a {cfg.num_classes}-class classifier; --num-classes {num_classes} '
-                         'would re-initialise it')
+    with_weights = bool(opts.pretrained or opts.checkpoint)
+    try:
+        model = create_model(name, pretrained=opts.pretrained, checkpoint_path=opts.checkpoint,
+                             num_classes=None if with_weights else opts.num_classes)
+    except (RuntimeError, KeyError, ValueError) as err:
+        if not opts.checkpoint:
+            raise
+        raise ValueError(f'checkpoint {opts.checkpoint} does not load into {name!r}: {err}') from err
+    if not with_weights:
+        return model
+    source = f'checkpoint {opts.checkpoint}' if opts.checkpoint else model.pretrained_cfg.name
+    if not model.num_classes:
+        raise ValueError(f'{source} has no classifier (head.fc); nothing to validate')
+    if opts.num_classes and opts.num_classes != model.num_classes:
+        raise ValueError(f'--num-classes {opts.num_classes} but {source} has a {model.num_classes}-class classifier')
     return model
+
+
+def _grey(transform, img):
+    return transform(img.convert('L'))
+
+
+def _eval_transform(data_config: DataConfig, in_chans: int):
+    """The eval transform for a model with ``in_chans`` inputs; images decode as RGB."""
+    if data_config.input_size[0] != in_chans:
+        raise ValueError(f'--input-size has {data_config.input_size[0]} channels but the model takes {in_chans}')
+    if in_chans == 1:  # as timm's validate.py (input_img_mode='L'): a 1-channel model reads greyscale
+        return functools.partial(_grey, create_transform(data_config))
+    if in_chans != 3:
+        raise ValueError(f'the model takes {in_chans}-channel input; validate reads RGB or greyscale images')
+    return create_transform(data_config)
 
 
 def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None) -> EvalResult:
@@ -169,11 +170,13 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
     cfg = getattr(model, 'pretrained_cfg', None)
     # a checkpoint with another head (a fine-tune) is not the tagged weight: no label set, no published number
     weight = cfg if cfg is not None and cfg.num_classes == num_classes else None
-    full_name = weight.name if weight is not None and (opts.pretrained or split_model_name_tag(name)[1]) else \
-        split_model_name_tag(name)[0]
-    data_config = resolve_data_config(overrides or {}, model=model, use_test_size=not opts.use_train_size)
+    arch, tag = REGISTRY.split(name)  # aliases ('RegNetY-3.2GF') report under the registered arch name
+    full_name = weight.name if weight is not None and (opts.pretrained or tag) else arch
+    # in_chans: an --img-size override keeps the model's channel count (the cfg's input_size is replaced)
+    data_config = resolve_data_config({'in_chans': model.in_chans, **(overrides or {})}, model=model,
+                                      use_test_size=not opts.use_train_size)
     dataset = build_eval_dataset(
-        opts.data_dir, create_transform(data_config), num_classes=num_classes,
+        opts.data_dir, _eval_transform(data_config, model.in_chans), num_classes=num_classes,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
         num_samples=opts.num_samples, class_map=read_class_map(opts.class_map) if opts.class_map else None)
     param_count = sum(p.numel() for p in model.parameters())
@@ -187,30 +190,31 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=opts.batch_size, shuffle=False, num_workers=opts.workers, collate_fn=collate_eval,
         pin_memory=opts.pin_mem, persistent_workers=False)
-    counts = run_eval(model, loader, opts, num_classes, desc=full_name)
-    if counts.num_images == 0:
+    counts = run_eval(model, loader, opts, desc=full_name)
+    if counts.topk.num_images == 0:
         raise ValueError(f'none of the {len(dataset)} images in {opts.data_dir} could be read '
                          f'({len(counts.skipped)} skipped)')
     return _make_result(full_name, data_config, param_count, counts,
-                        lookup_published(full_name, opts.published_file, weight) if weight is not None else None)
+                        lookup_published(full_name, opts.published_file) if weight is not None else None)
 
 
 def _make_result(
         name: str, cfg: DataConfig, param_count: int, counts: EvalCounts, ref: PublishedRef | None,
 ) -> EvalResult:
-    top1 = 100 * counts.correct1 / counts.num_images
-    top5 = 100 * counts.correct5 / counts.num_images
+    n = counts.topk.num_images
+    top1 = 100 * counts.topk.correct1 / n
+    top5 = 100 * counts.topk.correct5 / n
     has1, has5 = ref is not None and ref.top1 is not None, ref is not None and ref.top5 is not None
     return EvalResult(
         model=name, img_size=cfg.img_size, top1=round(top1, 3), top1_err=round(100 - top1, 3),
         top5=round(top5, 3), top5_err=round(100 - top5, 3), param_count=round(param_count / 1e6, 2),
         crop_pct=cfg.crop_pct, interpolation=cfg.interpolation, crop_mode=cfg.crop_mode,
-        loss=round(counts.loss_sum / counts.num_images, 4), num_images=counts.num_images,
-        num_skipped=len(counts.skipped), samples_per_sec=round(counts.num_images / counts.seconds, 2),
+        loss=round(counts.topk.loss_sum / n, 4), num_images=n,
+        num_skipped=len(counts.skipped), samples_per_sec=round(n / counts.seconds, 2),
         published_top1=ref.top1 if has1 else None, published_top5=ref.top5 if has5 else None,
         top1_diff=round(top1 - ref.top1, 3) if has1 else None, top5_diff=round(top5 - ref.top5, 3) if has5 else None,
         published_source=ref.source if ref is not None else None,
-        predictions=counts.predictions, skipped=counts.skipped)
+        predictions=counts.topk.predictions, skipped=counts.skipped)
 
 
 def expand_model_names(pattern: str, pretrained: bool) -> list[str]:

@@ -15,13 +15,17 @@ pycls/timm round to the *nearest* multiple; torchvision never goes below 90% of 
 (``group_min_ratio=0.9``, the ``_tv`` variants).
 
 Nothing here builds a module: ``make_stages`` is the single source of widths, depths, strides
-and groups for the model, the complexity counter and the design-space sampler.
+and groups, and ``make_blocks`` of each block's shape (stride, dilation, SE width, shortcut), for
+the model, the complexity counter and the design-space sampler.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 ACTIVATIONS = ('relu', 'silu', 'gelu')
 NORMS = ('batchnorm',)
@@ -131,13 +135,20 @@ def make_divisible(v: float, divisor: int, round_limit: float = 0.9) -> int:
     return new_v
 
 
+def linear_rule(w0, wa, wm, j, q: int = WIDTH_QUANTUM) -> tuple[np.ndarray, np.ndarray]:
+    """(s_j, w_j) of the quantized linear rule for block indices ``j``, broadcasting numpy arrays.
+
+    The one implementation of the rule: ``block_widths`` and the design-space sampler and fit call it.
+    numpy, as pycls's and timm's ``generate_regnet``, so the float roundings (a ``.5`` stage index is
+    rare but real) are theirs exactly.
+    """
+    stage = np.round(np.log((w0 + wa * j) / w0) / np.log(wm))
+    return stage, np.round(w0 * np.power(wm, stage) / q) * q
+
+
 def block_widths(wa: float, w0: int, wm: float, depth: int, q: int = WIDTH_QUANTUM) -> list[int]:
     """Per-block widths from the quantized linear rule (pycls ``generate_regnet``)."""
-    widths = []
-    for j in range(depth):
-        exponent = round(math.log((w0 + wa * j) / w0) / math.log(wm))
-        widths.append(int(round(w0 * wm ** exponent / q) * q))
-    return widths
+    return linear_rule(w0, wa, wm, np.arange(depth), q)[1].astype(int).tolist()
 
 
 def adjust_block_compatibility(
@@ -188,3 +199,45 @@ def make_stages(cfg: RegNetCfg, output_stride: int = 32) -> tuple[StageSpec, ...
         StageSpec(width=w, depth=d, stride=s, dilation=dil, group_size=g, bottle_ratio=b)
         for w, d, (s, dil), g, b in zip(
             stage_widths, stage_depths, stage_strides(n, output_stride), group_sizes, ratios))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One residual block: what ``regnet.Bottleneck`` / ``PreBottleneck`` build and ``complexity`` counts."""
+    in_chs: int
+    out_chs: int
+    bottleneck_width: int
+    groups: int            # of the 3x3 conv
+    stride: int            # of the 3x3 conv and the shortcut
+    dilation: int          # of the 3x3 conv (a dilated stage's first block keeps the previous dilation)
+    se_width: int | None   # the SE's reduced width; None: no SE
+    shortcut: str | None   # 'identity', a projection (one of DOWNSAMPLES), or None: no residual at all
+
+
+def block_specs(stage: StageSpec, in_chs: int, se_ratio: float = 0.0,
+                downsample: str | None = 'conv1x1') -> tuple[BlockSpec, ...]:
+    """The blocks of ``stage`` when ``in_chs`` channels come into it; the first one changes width and stride."""
+    mid, groups = stage.bottleneck_width, stage.groups
+
+    def block(chs: int, stride: int, dilation: int) -> BlockSpec:
+        keeps_shape = chs == stage.width and stride == 1 and dilation == stage.dilation
+        return BlockSpec(
+            in_chs=chs, out_chs=stage.width, bottleneck_width=mid, groups=groups, stride=stride, dilation=dilation,
+            # SE width from the block's *input* width, not the bottleneck's (pycls / timm)
+            se_width=int(round(chs * se_ratio)) if se_ratio else None,
+            shortcut='identity' if keeps_shape else downsample)
+
+    # the first block of a dilated stage still sees the previous stage's dilation (as timm)
+    first = block(in_chs, stage.stride, 1 if stage.dilation in (1, 2) else 2)
+    # the others are all alike (frozen, so one instance serves them all: complexity sampling makes many)
+    return (first,) + (block(stage.width, 1, stage.dilation),) * (stage.depth - 1)
+
+
+def make_blocks(stages: Sequence[StageSpec], stem_width: int, se_ratio: float = 0.0,
+                downsample: str | None = 'conv1x1') -> tuple[tuple[BlockSpec, ...], ...]:
+    """``block_specs`` of every stage, each fed by the one before it (the first by the stem)."""
+    out, in_chs = [], stem_width
+    for stage in stages:
+        out.append(block_specs(stage, in_chs, se_ratio, downsample))
+        in_chs = stage.width
+    return tuple(out)

@@ -110,6 +110,25 @@ def init_classifier(fc: nn.Linear) -> None:
         fc.bias.zero_()
 
 
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm2d of ``model`` non-trivial affine params and running stats, from ``seed``.
+
+    Fresh models have identity BNs, which fold into convs trivially and hide BN-handling bugs; the
+    benchmark and the parity tests use this to give every implementation the same non-trivial BNs.
+    Works on any module (timm's, torchvision's, HF's), in place; returns ``model``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+    return model
+
+
 class ClassifierHead(nn.Module):
     """Global pooling -> dropout -> linear classifier (``fc`` is Identity when ``num_classes=0``)."""
 
@@ -119,12 +138,16 @@ class ClassifierHead(nn.Module):
         self.drop_rate = drop_rate
         self.reset(num_classes, pool_type)
 
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+    def reset(
+            self, num_classes: int, pool_type: str | None = None, device: torch.device | None = None,
+            dtype: torch.dtype | None = None,
+    ) -> None:
+        """New classifier on ``device``/``dtype`` (default: the old classifier's, else torch's defaults)."""
         pool_type = self.pool_type if pool_type is None else pool_type
         check_pool_type(pool_type, num_classes)
         self.pool_type = pool_type
-        device = next((p.device for p in self.parameters()), torch.device('cpu'))
-        dtype = next((p.dtype for p in self.parameters()), torch.get_default_dtype())
+        device = device or next((p.device for p in self.parameters()), None)
+        dtype = dtype or next((p.dtype for p in self.parameters()), None)
         if num_classes:
             self.fc = nn.Linear(self.in_features, num_classes, device=device, dtype=dtype)
             init_classifier(self.fc)

@@ -6,13 +6,14 @@ Module names are public API and equal timm's, so timm checkpoints load with ``st
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from regzoo.models.design import RegNetCfg, StageSpec, make_stages
+from regzoo.models.design import BlockSpec, RegNetCfg, make_blocks, make_stages
 from regzoo.models.features import OutIndices, feature_take_indices
 from regzoo.models.layers import ClassifierHead, ConvNormAct, DropPath, SqueezeExcite, create_act
 
@@ -35,25 +36,23 @@ class AvgPoolSame(nn.Module):
         return F.avg_pool2d(F.pad(x, (0, 1, 0, 1)), 2, 1)
 
 
-def create_shortcut(
-        kind: str | None, in_chs: int, out_chs: int, stride: int, dilation: tuple[int, int], preact: bool,
-        norm: str,
-) -> nn.Module | None:
-    """The residual branch: Identity when shapes match, else a projection; None means no residual."""
-    if in_chs == out_chs and stride == 1 and dilation[0] == dilation[1]:
+def create_shortcut(block: BlockSpec, preact: bool, norm: str) -> nn.Module | None:
+    """The residual branch ``block.shortcut`` names: Identity, a projection, or None (no residual)."""
+    if block.shortcut == 'identity':
         return nn.Identity()
-    if kind is None:
+    if block.shortcut is None:
         return None
+    in_chs, out_chs, stride = block.in_chs, block.out_chs, block.stride
     if preact:
-        proj = nn.Conv2d(in_chs, out_chs, 1, stride=1 if kind == 'avg' else stride, bias=False)
+        proj = nn.Conv2d(in_chs, out_chs, 1, stride=1 if block.shortcut == 'avg' else stride, bias=False)
     else:
-        proj = ConvNormAct(in_chs, out_chs, 1, stride=1 if kind == 'avg' else stride, act=None, norm=norm)
-    if kind == 'conv1x1':
+        proj = ConvNormAct(in_chs, out_chs, 1, stride=1 if block.shortcut == 'avg' else stride, act=None, norm=norm)
+    if block.shortcut == 'conv1x1':
         return proj
     pool = nn.Identity()
     if stride > 1:
         pool = nn.AvgPool2d(2, stride, ceil_mode=True, count_include_pad=False)
-    elif dilation[0] > 1:
+    elif block.dilation > 1:
         pool = AvgPoolSame()
     return nn.Sequential(pool, proj)
 
@@ -65,21 +64,19 @@ class Bottleneck(nn.Module):
     """
 
     def __init__(
-            self, in_chs: int, out_chs: int, stride: int = 1, dilation: tuple[int, int] = (1, 1),
-            bottle_ratio: float = 1.0, group_size: int = 1, se_ratio: float = 0.0,
-            downsample: str | None = 'conv1x1', linear_out: bool = False, act: str = 'relu',
-            norm: str = 'batchnorm', drop_path_rate: float = 0.0,
+            self, block: BlockSpec, linear_out: bool = False, act: str = 'relu', norm: str = 'batchnorm',
+            drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        mid = int(round(out_chs * bottle_ratio))
-        self.conv1 = ConvNormAct(in_chs, mid, 1, act=act, norm=norm)
+        mid = block.bottleneck_width
+        self.conv1 = ConvNormAct(block.in_chs, mid, 1, act=act, norm=norm)
         self.conv2 = ConvNormAct(
-            mid, mid, 3, stride=stride, dilation=dilation[0], groups=mid // group_size, act=act, norm=norm)
-        self.se = SqueezeExcite(mid, int(round(in_chs * se_ratio)), act) if se_ratio else nn.Identity()
-        self.conv3 = ConvNormAct(mid, out_chs, 1, act=None, norm=norm)
+            mid, mid, 3, stride=block.stride, dilation=block.dilation, groups=block.groups, act=act, norm=norm)
+        self.se = nn.Identity() if block.se_width is None else SqueezeExcite(mid, block.se_width, act)
+        self.conv3 = ConvNormAct(mid, block.out_chs, 1, act=None, norm=norm)
         self.act3 = nn.Identity() if linear_out else create_act(act)
         # NOTE 'downsample' is also the identity shortcut; the name is kept for checkpoint compatibility
-        self.downsample = create_shortcut(downsample, in_chs, out_chs, stride, dilation, False, norm)
+        self.downsample = create_shortcut(block, False, norm)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def zero_init_last(self) -> None:
@@ -97,23 +94,21 @@ class PreBottleneck(nn.Module):
     """Pre-activation bottleneck (RegNetV): norm-act before each conv, shortcut from the first norm."""
 
     def __init__(
-            self, in_chs: int, out_chs: int, stride: int = 1, dilation: tuple[int, int] = (1, 1),
-            bottle_ratio: float = 1.0, group_size: int = 1, se_ratio: float = 0.0,
-            downsample: str | None = 'conv1x1', linear_out: bool = False, act: str = 'relu',
-            norm: str = 'batchnorm', drop_path_rate: float = 0.0,
+            self, block: BlockSpec, linear_out: bool = False, act: str = 'relu', norm: str = 'batchnorm',
+            drop_path_rate: float = 0.0,
     ):
         super().__init__()
-        mid = int(round(out_chs * bottle_ratio))
-        self.norm1 = BatchNormAct(in_chs, act)
-        self.conv1 = nn.Conv2d(in_chs, mid, 1, bias=False)
+        mid = block.bottleneck_width
+        self.norm1 = BatchNormAct(block.in_chs, act)
+        self.conv1 = nn.Conv2d(block.in_chs, mid, 1, bias=False)
         self.norm2 = BatchNormAct(mid, act)
         self.conv2 = nn.Conv2d(
-            mid, mid, 3, stride=stride, padding=dilation[0], dilation=dilation[0], groups=mid // group_size,
+            mid, mid, 3, stride=block.stride, padding=block.dilation, dilation=block.dilation, groups=block.groups,
             bias=False)
-        self.se = SqueezeExcite(mid, int(round(in_chs * se_ratio)), act) if se_ratio else nn.Identity()
+        self.se = nn.Identity() if block.se_width is None else SqueezeExcite(mid, block.se_width, act)
         self.norm3 = BatchNormAct(mid, act)
-        self.conv3 = nn.Conv2d(mid, out_chs, 1, bias=False)
-        self.downsample = create_shortcut(downsample, in_chs, out_chs, stride, dilation, True, norm)
+        self.conv3 = nn.Conv2d(mid, block.out_chs, 1, bias=False)
+        self.downsample = create_shortcut(block, True, norm)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def zero_init_last(self) -> None:
@@ -129,23 +124,16 @@ class PreBottleneck(nn.Module):
 
 
 class RegStage(nn.Module):
-    """``spec.depth`` blocks named b1..bN; the first one changes width and stride."""
+    """The ``blocks`` of one stage (``design.block_specs``), named b1..bN."""
 
     def __init__(
-            self, in_chs: int, spec: StageSpec, block_fn: type[nn.Module], drop_path_rates: list[float],
+            self, blocks: Sequence[BlockSpec], block_fn: type[nn.Module], drop_path_rates: list[float],
             **block_kwargs,
     ):
         super().__init__()
         self.grad_checkpointing = False
-        # the first block of a dilated stage still sees the previous stage's dilation (as timm)
-        first_dilation = 1 if spec.dilation in (1, 2) else 2
-        for i in range(spec.depth):
-            self.add_module(f'b{i + 1}', block_fn(
-                in_chs if i == 0 else spec.width, spec.width,
-                stride=spec.stride if i == 0 else 1,
-                dilation=(first_dilation if i == 0 else spec.dilation, spec.dilation),
-                bottle_ratio=spec.bottle_ratio, group_size=spec.group_size,
-                drop_path_rate=drop_path_rates[i], **block_kwargs))
+        for i, (block, rate) in enumerate(zip(blocks, drop_path_rates, strict=True)):
+            self.add_module(f'b{i + 1}', block_fn(block, drop_path_rate=rate, **block_kwargs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.children():
@@ -206,12 +194,12 @@ class RegNet(nn.Module):
 
         block_fn = PreBottleneck if cfg.preact else Bottleneck
         dprs = drop_path_rates(drop_path_rate, [s.depth for s in self.stage_specs])
+        blocks = make_blocks(self.stage_specs, cfg.stem_width, cfg.se_ratio, cfg.downsample)
         prev_width, stride = cfg.stem_width, 2
-        for i, (spec, dpr) in enumerate(zip(self.stage_specs, dprs)):
+        for i, (spec, stage_blocks, dpr) in enumerate(zip(self.stage_specs, blocks, dprs)):
             name = f's{i + 1}'
             self.add_module(name, RegStage(
-                prev_width, spec, block_fn, dpr, se_ratio=cfg.se_ratio, downsample=cfg.downsample,
-                linear_out=cfg.linear_out, act=cfg.act, norm=cfg.norm))
+                stage_blocks, block_fn, dpr, linear_out=cfg.linear_out, act=cfg.act, norm=cfg.norm))
             prev_width, stride = spec.width, stride * spec.stride
             self.feature_info.append(dict(num_chs=prev_width, reduction=stride, module=name))
 
@@ -257,7 +245,10 @@ class RegNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier (deterministic init); ``num_classes=0`` removes it."""
-        self.head.reset(num_classes, global_pool)
+        # from the stem, not the head: after reset_classifier(0) the head has no parameter left to say
+        # where the model lives (meta, cuda) or in which dtype
+        stem = next(self.stem.parameters())
+        self.head.reset(num_classes, global_pool, device=stem.device, dtype=stem.dtype)
         self.num_classes = num_classes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

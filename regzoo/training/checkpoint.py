@@ -7,10 +7,8 @@ by a crash between the two renames is detected instead of silently mixed.
 """
 from __future__ import annotations
 
-import os
 import random
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +18,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from regzoo.training.errors import TrainingInputError
+from regzoo.utils.files import atomic_write
 
 STATE_SUFFIX = '.state.pt'
 WEIGHTS_SUFFIX = '.safetensors'
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temp file in the same folder, then rename: readers never see a partial file."""
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -93,8 +82,9 @@ def resume_paths(path: str | Path) -> tuple[Path, Path]:
     return weights, state
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and training state of a save; corrupt or mismatched files raise TrainingInputError."""
+def read_resume_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and training state of a save (what ``--resume`` reads); corrupt or mismatched files raise
+    TrainingInputError. Not ``zoo.loading.load_checkpoint``, which loads weights into a model."""
     weights_path, state_path = resume_paths(path)
     try:
         state = torch.load(state_path, map_location='cpu', weights_only=True)

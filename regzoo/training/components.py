@@ -2,38 +2,44 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 import torch.nn as nn
-from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from timm.utils import ModelEmaV3
 
 from regzoo.training.errors import TrainingInputError
 from regzoo.zoo.builder import create_model
 
 
-def build_model(args: argparse.Namespace) -> nn.Module:
+def build_model(args: argparse.Namespace, resume_weights: str | os.PathLike | None = None) -> nn.Module:
+    """The model through ``create_model``: a resumed run's own weights, else --initial-checkpoint / --pretrained.
+
+    A resume never fetches the weights its run started from (--pretrained, --initial-checkpoint stay in
+    the resumed args): they were trained past, and may be gone or offline by now.
+    """
     kwargs = dict(num_classes=args.num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
                   zero_init_last=args.zero_init_last)
-    if args.initial_checkpoint:
-        kwargs['checkpoint_path'] = args.initial_checkpoint
+    pretrained = args.pretrained and resume_weights is None
+    if resume_weights is not None or args.initial_checkpoint:
+        kwargs['checkpoint_path'] = resume_weights or args.initial_checkpoint
     try:
-        return create_model(args.model, pretrained=args.pretrained, **kwargs)
+        return create_model(args.model, pretrained=pretrained, **kwargs)
     except ValueError as e:  # unknown model name (with close matches), bad kwargs
         raise TrainingInputError(f'--model {args.model}: {e}') from None
 
 
 def create_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
     """timm optimizer; with decay_norm_bias (pycls) every parameter decays, else norm/bias are exempt (timm)."""
+    from timm.optim import create_optimizer_v2
+
     return create_optimizer_v2(model, opt=args.opt, lr=args.lr, weight_decay=args.weight_decay,
                                momentum=args.momentum, filter_bias_and_bn=not args.decay_norm_bias)
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace, updates_per_epoch: int):
     """timm schedule; warmup is linear from warmup_lr and not a prefix, so cosine spans all epochs (pycls)."""
+    from timm.scheduler import create_scheduler_v2
+
     scheduler, _ = create_scheduler_v2(
         optimizer, sched=args.sched, num_epochs=args.epochs, decay_epochs=args.decay_epochs,
         decay_rate=args.decay_rate, min_lr=args.min_lr, warmup_lr=args.warmup_lr, warmup_epochs=args.warmup_epochs,
@@ -48,12 +54,16 @@ def create_mixup(args: argparse.Namespace):
     if args.batch_size % 2:
         raise TrainingInputError(
             f'mixup/cutmix pairs images within a batch: --batch-size {args.batch_size} must be even')
+    from timm.data import Mixup
+
     return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
                  switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
                  num_classes=args.num_classes)
 
 
 def create_loss(args: argparse.Namespace, mixup) -> nn.Module:
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
     if mixup is not None:  # mixup already smooths the targets it mixes
         return SoftTargetCrossEntropy()
     if args.smoothing:
@@ -64,6 +74,8 @@ def create_loss(args: argparse.Namespace, mixup) -> nn.Module:
 def create_ema(model: nn.Module, args: argparse.Namespace):
     if not args.model_ema:
         return None
+    from timm.utils import ModelEmaV3
+
     return ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup)
 
 

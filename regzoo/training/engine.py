@@ -1,10 +1,9 @@
-"""One training epoch and one evaluation pass."""
+"""One training epoch, and the validation pass after it (the eval package's top-k loop, reduced over processes)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,8 +11,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from regzoo.eval.loop import count_topk
 from regzoo.training.distributed import DistInfo, all_reduce_sum, any_process
 from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all
+from regzoo.utils.timing import Stopwatch
 
 
 @dataclass(frozen=True)
@@ -61,75 +62,70 @@ def train_one_epoch(parts: TrainParts, epoch: int, start_update: int, global_upd
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     bar = tqdm(total=updates, initial=start_update, desc=f'epoch {epoch}', disable=not info.is_primary,
                file=sys.stderr, leave=False, dynamic_ncols=True)
-    start, local_loss, local_images = time.perf_counter(), 0.0, 0
-    for update in range(start_update, updates):
-        for micro in range(accum):
-            x, y = next(batches)
-            # drop-path and mixup draw from the global RNGs: seed them per step so a resumed run repeats them
-            seed_all(mix_seed(args.seed, info.rank, epoch, update, micro))
-            x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
-            if parts.mixup is not None:
-                x, y = parts.mixup(x, y)
-            x = x.contiguous(memory_format=memory_format)
-            last_micro = micro == accum - 1
-            no_sync = parts.train_model.no_sync if info.distributed and not last_micro else contextlib.nullcontext
-            with no_sync():
-                with autocast(args, info.device):
-                    loss = parts.loss_fn(parts.train_model(x), y)
-                scaled = loss / accum
-                (parts.scaler.scale(scaled) if parts.scaler else scaled).backward()
-            local_loss += loss.item() * x.shape[0]
-            local_images += x.shape[0]
-        if parts.scaler:
-            parts.scaler.unscale_(parts.optimizer)
-        if args.clip_grad:
-            nn.utils.clip_grad_norm_(parts.model.parameters(), args.clip_grad)
-        if parts.scaler:
-            parts.scaler.step(parts.optimizer)
-            parts.scaler.update()
-        else:
-            parts.optimizer.step()
-        parts.optimizer.zero_grad(set_to_none=True)
-        global_update += 1
-        if parts.ema is not None:
-            parts.ema.update(parts.model, step=global_update)
-        if args.sched_on_updates:
-            parts.scheduler.step_update(num_updates=global_update)
-        bar.update(1)
-        lr = parts.optimizer.param_groups[0]['lr']
-        bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.3g}')
-        if (update + 1) % args.log_interval == 0 or update + 1 == updates:
-            log(f'train epoch {epoch} update {update + 1}/{updates} loss {loss.item():.4f} lr {lr:.6g}')
-        if any_process(bool(stop_requested()), info):
-            bar.close()
-            return _result(loss_sum, images, local_loss, local_images, start, update + 1, global_update, True, info)
+    local_loss, local_images = 0.0, 0
+    watch = Stopwatch()
+    with watch:
+        for update in range(start_update, updates):
+            for micro in range(accum):
+                x, y = next(batches)
+                # drop-path and mixup draw from the global RNGs: seed them per step so a resumed run repeats them
+                seed_all(mix_seed(args.seed, info.rank, epoch, update, micro))
+                x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)
+                if parts.mixup is not None:
+                    x, y = parts.mixup(x, y)
+                x = x.contiguous(memory_format=memory_format)
+                last_micro = micro == accum - 1
+                no_sync = parts.train_model.no_sync if info.distributed and not last_micro else contextlib.nullcontext
+                with no_sync():
+                    with autocast(args, info.device):
+                        loss = parts.loss_fn(parts.train_model(x), y)
+                    scaled = loss / accum
+                    (parts.scaler.scale(scaled) if parts.scaler else scaled).backward()
+                local_loss += loss.item() * x.shape[0]
+                local_images += x.shape[0]
+            if parts.scaler:
+                parts.scaler.unscale_(parts.optimizer)
+            if args.clip_grad:
+                nn.utils.clip_grad_norm_(parts.model.parameters(), args.clip_grad)
+            if parts.scaler:
+                parts.scaler.step(parts.optimizer)
+                parts.scaler.update()
+            else:
+                parts.optimizer.step()
+            parts.optimizer.zero_grad(set_to_none=True)
+            global_update += 1
+            if parts.ema is not None:
+                parts.ema.update(parts.model, step=global_update)
+            if args.sched_on_updates:
+                parts.scheduler.step_update(num_updates=global_update)
+            bar.update(1)
+            lr = parts.optimizer.param_groups[0]['lr']
+            bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.3g}')
+            if (update + 1) % args.log_interval == 0 or update + 1 == updates:
+                log(f'train epoch {epoch} update {update + 1}/{updates} loss {loss.item():.4f} lr {lr:.6g}')
+            if any_process(bool(stop_requested()), info):
+                bar.close()
+                return _result(loss_sum, images, local_loss, local_images, watch.elapsed(), update + 1,
+                               global_update, True, info)
     bar.close()
-    return _result(loss_sum, images, local_loss, local_images, start, updates, global_update, False, info)
+    return _result(loss_sum, images, local_loss, local_images, watch.seconds, updates, global_update, False,
+                   info)
 
 
-def _result(loss_sum, images, local_loss, local_images, start, done, global_update, stopped, info) -> EpochResult:
+def _result(loss_sum, images, local_loss, local_images, seconds, done, global_update, stopped, info) -> EpochResult:
     total_loss, total_images = all_reduce_sum([local_loss, float(local_images)], info)
-    return EpochResult(loss_sum + total_loss, images + int(total_images), time.perf_counter() - start, done,
+    return EpochResult(loss_sum + total_loss, images + int(total_images), seconds, done,
                        global_update, stopped)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, args: argparse.Namespace, info: DistInfo) -> dict[str, float]:
-    """Loss, top-1 and top-5 (%) over the whole val split (each process scores its shard, then sums)."""
+def validate_epoch(model: nn.Module, loader, args: argparse.Namespace, info: DistInfo) -> dict[str, float]:
+    """Loss, top-1 and top-5 (%) over the whole val split: each process counts its shard with the eval
+    loop, then the sums are added up over processes before dividing."""
     model.eval()
-    loss_fn = nn.CrossEntropyLoss(reduction='sum')
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    loss, top1, top5, n = 0.0, 0.0, 0.0, 0.0
-    for x, y in loader:
-        x = x.to(info.device).contiguous(memory_format=memory_format)
-        y = y.to(info.device)
-        with autocast(args, info.device):
-            logits = model(x)
-        loss += loss_fn(logits.float(), y).item()
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        hits = top == y[:, None]
-        top1 += hits[:, 0].sum().item()
-        top5 += hits.any(dim=1).sum().item()
-        n += len(y)
-    loss, top1, top5, n = all_reduce_sum([loss, top1, top5, n], info)
+    counts = count_topk(
+        model, loader, info.device, amp_dtype=getattr(torch, args.amp_dtype) if args.amp else None,
+        memory_format=torch.channels_last if args.channels_last else torch.contiguous_format,
+        criterion=nn.CrossEntropyLoss(reduction='sum'))
+    loss, top1, top5, n = all_reduce_sum(
+        [counts.loss_sum, float(counts.correct1), float(counts.correct5), float(counts.num_images)], info)
     return {'loss': loss / n, 'top1': 100 * top1 / n, 'top5': 100 * top5 / n}

@@ -14,17 +14,18 @@ import argparse
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from timm.data import create_transform
 from torch.utils.data import DataLoader, Dataset, Sampler
-from torchvision.datasets import ImageFolder
-from torchvision.transforms import Normalize
 
 from regzoo.data.transforms import create_transform as create_eval_transform
 from regzoo.data.transforms import resolve_data_config
 from regzoo.training.errors import TrainingInputError
+
+if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
+    from torchvision.datasets import ImageFolder
 
 # AlexNet/pycls PCA of ImageNet RGB pixels (pycls/datasets/transforms.py, there in BGR order)
 _EIG_VALS = torch.tensor([0.2175, 0.0188, 0.0045])
@@ -62,6 +63,9 @@ class PcaLighting:
 
 
 def train_transform(args: argparse.Namespace):
+    from timm.data import create_transform
+    from torchvision.transforms import Normalize
+
     tf = create_transform(
         args.img_size, is_training=True, scale=tuple(args.scale), hflip=args.hflip,
         color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=args.interpolation,
@@ -87,6 +91,8 @@ def _image_folder(data_dir: Path, split: str) -> ImageFolder:
             f'split folder {root} not found; {data_dir} holds {present or "no folders"} '
             f'(choose with --train-split / --val-split)')
     try:
+        from torchvision.datasets import ImageFolder
+
         return ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as e:  # raised for an empty tree or no class folders
         raise TrainingInputError(f'{root}: {e}') from None

@@ -14,7 +14,13 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from regzoo.training.args import args_to_dict, load_recipe, parse_args, resolve_args
-from regzoo.training.checkpoint import load_checkpoint, restore_rng_states, save_checkpoint, save_weights
+from regzoo.training.checkpoint import (
+    read_resume_state,
+    restore_rng_states,
+    resume_paths,
+    save_checkpoint,
+    save_weights,
+)
 from regzoo.training.components import (
     build_model,
     convert_sync_bn,
@@ -25,7 +31,7 @@ from regzoo.training.components import (
     create_scheduler,
 )
 from regzoo.training.distributed import DistInfo, cleanup, init_distributed
-from regzoo.training.engine import EpochResult, TrainParts, evaluate, train_one_epoch
+from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
 from regzoo.training.loaders import load_splits, seed_all, train_loader, val_loader
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     resumed = None
     if args.resume:
-        resumed = load_checkpoint(args.resume)
+        resumed = read_resume_state(args.resume)
         args = parse_args(argv, resumed[1]['args'])
     info = init_distributed(args.device)
     try:
@@ -87,7 +93,8 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
     train_set, val_set, args.num_classes = load_splits(args)
     loader, sampler = train_loader(train_set, args, info.rank)
     seed_all(args.seed)  # the same initial weights on every process
-    model = build_model(args)
+    # the model's weights come through create_model; the rest of the training state is restored below
+    model = build_model(args, resume_paths(args.resume)[0] if resumed else None)
     if args.sync_bn:
         model = convert_sync_bn(model, info.device, info.distributed)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -100,8 +107,7 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
         and info.device.type == 'cuda' else None
     epoch, step_in_epoch, update, loss_sum, images, best = 0, 0, 0, 0.0, 0, (-1.0, -1)
     if resumed:
-        weights, state = resumed
-        model.load_state_dict(weights)
+        _, state = resumed
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
         if ema is not None and state['ema'] is not None:
@@ -138,10 +144,10 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
                 log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
                     f'continue with --resume {path}')
             return 128 + int(stop_requested() or signal.SIGTERM)
-        metrics = evaluate(model, evaluation, args, info)
+        metrics = validate_epoch(model, evaluation, args, info)
         eval_model, key = model, 'top1'
         if ema is not None:
-            ema_metrics = evaluate(ema.module, evaluation, args, info)
+            ema_metrics = validate_epoch(ema.module, evaluation, args, info)
             metrics.update({f'ema_{k}': v for k, v in ema_metrics.items()})
             eval_model, key = ema.module, 'ema_top1'  # as timm: the EMA decides "best"
         lr = optimizer.param_groups[0]['lr']

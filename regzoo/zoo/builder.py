@@ -8,13 +8,15 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import torch
 import torch.nn as nn
 
 from regzoo.models.design import RegNetCfg, make_stages
 from regzoo.models.features import FeatureListNet, resolve_out_indices
 from regzoo.models.regnet import RegNet
 from regzoo.utils.names import did_you_mean
-from regzoo.zoo.loading import apply_checkpoint, load_pretrained, read_checkpoint
+from regzoo.zoo.cfgs import MODEL_CFGS
+from regzoo.zoo.loading import adapt_input_cfg, apply_checkpoint, load_pretrained, read_checkpoint
 from regzoo.zoo.pretrained import get_pretrained_cfg
 from regzoo.zoo.registry import REGISTRY
 
@@ -39,14 +41,20 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     pick the weight; ``checkpoint_path`` loads a local file or directory (any supported format);
     ``features_only``/``out_indices`` wrap the loaded model as a feature extractor; the rest go to
     ``RegNet``. Unknown keys raise a TypeError naming them.
+
+    A checkpoint's head size, first-conv channels and saved ``model_args`` are the defaults for
+    ``num_classes``, ``in_chans`` and the rest. ``model.pretrained_cfg`` (the weight's or the checkpoint's
+    eval settings) is fitted to the model's ``in_chans``, so its data config feeds the model as built.
     """
     _check_kwargs(arch, kwargs)
     checkpoint = None
     if checkpoint_path := kwargs.pop('checkpoint_path', None):
         checkpoint = read_checkpoint(checkpoint_path)
-        # a saved model keeps its head and its settings (timm config.json model_args) unless the call overrides them
-        for key, value in {**checkpoint.model_args, 'num_classes': checkpoint.num_classes()}.items():
-            if kwargs.get(key) is None:
+        # a saved model keeps its head, its input channels and its settings (timm config.json model_args)
+        # unless the call overrides them
+        saved = {**checkpoint.model_args, 'num_classes': checkpoint.num_classes(), 'in_chans': checkpoint.in_chans()}
+        for key, value in saved.items():
+            if kwargs.get(key) is None and value is not None:
                 kwargs[key] = value
         _check_kwargs(f'{arch} (model_args of {checkpoint_path})', kwargs)
     cfg = cfg.replace(**{k: kwargs.pop(k) for k in _CFG_FIELDS if k in kwargs})
@@ -69,7 +77,8 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
 
     model = RegNet(cfg, **model_kwargs)
-    model.pretrained_cfg = pretrained_cfg or (checkpoint and checkpoint.pretrained_cfg(arch))
+    pretrained_cfg = pretrained_cfg or (checkpoint and checkpoint.pretrained_cfg(arch))
+    model.pretrained_cfg = pretrained_cfg and adapt_input_cfg(pretrained_cfg, model.in_chans)
     model.arch = arch  # the registered name, also when built through an alias
     if pretrained:
         load_pretrained(model, pretrained_cfg)
@@ -90,8 +99,9 @@ def create_model(
         model_name: ``arch`` or ``arch.tag``, e.g. ``regnety_032`` or ``regnety_032.pycls_in1k``;
             aliases such as ``regnet_y_3_2gf`` or ``RegNetY-3.2GF`` work too.
         pretrained: load the tag's weights (the arch's default tag when none is given).
-        num_classes: classifier outputs (default: the weight's, else 1000); 0 removes the classifier.
-        in_chans: input channels (default 3); pretrained first convs are adapted.
+        num_classes: classifier outputs (default: the checkpoint's or the weight's, else 1000); 0 removes
+            the classifier.
+        in_chans: input channels (default: the checkpoint's, else 3); pretrained first convs are adapted.
         **kwargs: ``checkpoint_path``, ``pretrained_cfg_overlay``, ``features_only``, ``out_indices``,
             ``output_stride``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``,
             or any ``RegNetCfg`` field to override the architecture. Anything else raises.
@@ -103,3 +113,12 @@ def create_model(
     if in_chans is not None:
         kwargs['in_chans'] = in_chans
     return fn(pretrained=pretrained, pretrained_tag=tag, **kwargs)
+
+
+def arch_cfg(name: str) -> RegNetCfg:
+    """The ``RegNetCfg`` a registered name (``arch``, ``arch.tag``, an alias, a user arch) builds."""
+    arch = REGISTRY.split(name)[0]
+    if arch in MODEL_CFGS:
+        return MODEL_CFGS[arch]
+    with torch.device('meta'):  # only the factory knows a user arch's cfg; on meta building allocates nothing
+        return REGISTRY.entrypoint(arch)().cfg

@@ -62,8 +62,20 @@ class Checkpoint:
         weight = self.state_dict.get(f'{classifier}.weight')
         return 0 if weight is None else weight.shape[0]
 
+    def in_chans(self, first_conv: str = 'stem.conv') -> int | None:
+        """Input channels of the first conv (None when the checkpoint has no such weight)."""
+        weight = self.state_dict.get(f'{first_conv}.weight')
+        return None if weight is None or weight.ndim != 4 else weight.shape[1]
+
     def pretrained_cfg(self, arch: str) -> PretrainedCfg | None:
-        """The eval settings a timm-style config.json carries (fields we do not know are dropped)."""
+        """The eval settings a saved config.json carries (fields we do not know are dropped).
+
+        timm's config has a ``pretrained_cfg``; HF's says only the input channels and the head size,
+        and its labels are names, not a label set we know: the rest are the defaults.
+        """
+        if self.config.get('model_type') == 'regnet':
+            return PretrainedCfg(arch, '', num_classes=self.num_classes(), label_set=None,
+                                 input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:]))
         saved = self.config.get('pretrained_cfg') if self.arch else None
         if not saved:
             return None
@@ -165,6 +177,24 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     else:
         w = w.repeat(1, math.ceil(in_chans / 3), 1, 1)[:, :in_chans] * (3 / in_chans)
     return w.to(weight.dtype)
+
+
+def adapt_input_cfg(cfg: PretrainedCfg, in_chans: int) -> PretrainedCfg:
+    """``cfg``'s eval settings for ``in_chans`` inputs, mirroring what ``adapt_input_conv`` does to the weights.
+
+    Input sizes take the channel count. A per-channel mean/std of another length is pooled for 1 channel
+    (the weights are summed over RGB, so one grey channel stands for all three) and repeated cyclically
+    for more (as the weights are).
+    """
+    def fit(values: tuple[float, ...]) -> tuple[float, ...]:
+        if len(values) == in_chans:
+            return tuple(values)
+        if in_chans == 1:
+            return (sum(values) / len(values),)
+        return tuple(values[i % len(values)] for i in range(in_chans))
+    test = cfg.test_input_size
+    return cfg.replace(input_size=(in_chans, *cfg.input_size[1:]), mean=fit(cfg.mean), std=fit(cfg.std),
+                       test_input_size=None if test is None else (in_chans, *test[1:]))
 
 
 def _arch_name(model: nn.Module) -> str:

@@ -21,9 +21,13 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from regzoo.models.regnet import RegNet
+from regzoo.utils.files import atomic_write
+from regzoo.zoo.builder import arch_cfg
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
+from regzoo.zoo.loading import adapt_input_cfg
 from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.registry import REGISTRY
 
 SAVE_FORMATS = ('hf', 'timm')
 WEIGHTS_NAME = 'model.safetensors'
@@ -58,12 +62,9 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
         config, tensors = _timm_config(model, arch), state_dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # write-then-rename: an interrupted save never leaves a truncated file under the final name
-    tmp_weights, tmp_config = out / (WEIGHTS_NAME + '.tmp'), out / (CONFIG_NAME + '.tmp')
-    save_file(tensors, tmp_weights, metadata={'format': 'pt'})
-    tmp_config.write_text(json.dumps(config, indent=2) + '\n')
-    os.replace(tmp_weights, out / WEIGHTS_NAME)
-    os.replace(tmp_config, out / CONFIG_NAME)
+    # an interrupted save never leaves a truncated file under the final name
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={'format': 'pt'}))
+    atomic_write(out / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + '\n'))
     return out
 
 
@@ -78,19 +79,15 @@ def _label_names(model: RegNet) -> list[str] | None:
 
 
 def _resolve_arch(model: RegNet, arch: str | None) -> str:
+    """The registered name to save under: ``arch=`` (aliases resolved), else the one the model was built as."""
     if arch is not None:
-        if arch not in MODEL_CFGS:
-            from regzoo.zoo.registry import REGISTRY
-            arch = REGISTRY.resolve(arch)  # aliases; unknown names raise with close matches
-        return arch
+        return REGISTRY.resolve(arch)  # unknown names raise with close matches
+    built_as = getattr(model, 'arch', None)
+    if built_as in REGISTRY.names():
+        return built_as
     matches = [name for name, cfg in MODEL_CFGS.items() if cfg == model.cfg]
-    pretrained = getattr(model, 'pretrained_cfg', None)
-    if pretrained is not None and pretrained.arch in matches:
-        return pretrained.arch
     if matches:
         return matches[0]
-    if pretrained is not None:
-        return pretrained.arch
     raise ValueError('save_pretrained: the model config matches no registered architecture; pass arch= '
                      '(the differing fields are then stored as model_args)')
 
@@ -101,7 +98,7 @@ def _jsonable(value):
 
 def _timm_config(model: RegNet, arch: str | None) -> dict:
     arch = _resolve_arch(model, arch)
-    base = MODEL_CFGS[arch]
+    base = arch_cfg(arch)
     model_args = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(base)
                   if getattr(model.cfg, f.name) != getattr(base, f.name)}
     if model.in_chans != 3:
@@ -114,10 +111,12 @@ def _timm_config(model: RegNet, arch: str | None) -> dict:
     pretrained = getattr(model, 'pretrained_cfg', None) or PretrainedCfg(arch=arch, tag='')
     changes = dict.fromkeys(_LOCATION_FIELDS)
     if pretrained.num_classes != model.num_classes:
-        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes)
-    changes.update(source_format='timm', input_size=(model.in_chans, *pretrained.input_size[1:]))
-    pretrained_cfg = {k: _jsonable(v) for k, v in dataclasses.asdict(pretrained.replace(**changes)).items()
-                      if k not in _LOCATION_FIELDS}
+        # another head is not that weight any more: not its tag, its label order or its published numbers
+        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes, tag='', label_set=None)
+    changes.update(source_format='timm')
+    pretrained = adapt_input_cfg(pretrained.replace(**changes), model.in_chans)
+    pretrained_cfg = {k: _jsonable(v) for k, v in dataclasses.asdict(pretrained).items()
+                      if k not in _LOCATION_FIELDS + ('default',)}  # a copy is no zoo default
     config = dict(architecture=arch, num_classes=model.num_classes, num_features=model.num_features,
                   pretrained_cfg=pretrained_cfg)
     if model_args:

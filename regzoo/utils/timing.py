@@ -1,0 +1,79 @@
+"""Timing: one stopwatch, and repeated / interleaved timings of calls built on it.
+
+Every figure regzoo reports (validate.py's images/s, ``python -m regzoo``, the benchmark, the
+memory-format choice of ``optimize_for_inference``) is measured here, so they share one clock and
+one rule for asynchronous devices: ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock
+read, so queued GPU work is counted where it ran, not where it was launched.
+"""
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Mapping
+
+import torch
+
+Sync = Callable[[], object] | None
+
+
+class Stopwatch:
+    """``with Stopwatch(sync) as watch: work()``, then ``watch.seconds`` is the wall time of ``work``."""
+
+    def __init__(self, sync: Sync = None):
+        self.sync = sync
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __enter__(self) -> Stopwatch:
+        if self.sync is not None:
+            self.sync()  # earlier queued work is not this block's
+        self._start = time.perf_counter()
+        return self
+
+    def elapsed(self) -> float:
+        """Seconds since the block started, read inside it (no sync: for progress and ETA lines)."""
+        return time.perf_counter() - self._start
+
+    def __exit__(self, *exc) -> None:
+        if self.sync is not None:
+            self.sync()
+        self.seconds = time.perf_counter() - self._start
+
+
+def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Sync = None) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn``, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        with Stopwatch(sync) as watch:
+            fn()
+        out.append(watch.seconds)
+    return out
+
+
+def timed_interleaved(
+        fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Sync = None,
+) -> dict[str, list[float]]:
+    """``timed`` for several calls, round-robin (one call of each per round), after ``warmup`` calls of each.
+
+    Interleaving makes load from other processes, thermal throttling and frequency changes hit every
+    candidate alike, so their medians compare even on a busy machine.
+    """
+    for fn in fns.values():
+        timed(fn, 0, warmup, sync)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k] += timed(fn, 1, 0, sync)
+    return times
+
+
+def device_synchronizer(device: torch.device | str) -> Callable[[], None]:
+    """What waits for ``device``'s queued work: CUDA kernels run asynchronously, so a clock read right
+    after a forward call would time only the launches. CPU (and meta) work is done when the call returns."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return functools.partial(torch.cuda.synchronize, device) if device.index is not None \
+            else torch.cuda.synchronize
+    return lambda: None
