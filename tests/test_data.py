@@ -17,10 +17,10 @@ from regzoo.data.datasets import (
     SkippedImage,
     build_eval_dataset,
     collate_eval,
-    label_names,
     load_rgb,
     read_class_map,
 )
+from regzoo.data.labels import label_names
 from regzoo.data.synthetic import synthetic_batch, synthetic_images, write_image_folder
 from regzoo.zoo.pretrained import PretrainedCfg
 

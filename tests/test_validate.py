@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import regzoo
-from regzoo.data.datasets import label_names
+from regzoo.data.labels import label_names
 from regzoo.validate import build_parser, main, validate
 from regzoo.zoo.metrics import load_published
 from regzoo.zoo.pretrained import WEIGHTS

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from regzoo.data.labels import label_names
 from regzoo.utils.names import close_matches, natural_key
 
 _logger = logging.getLogger(__name__)
@@ -36,16 +37,6 @@ class SkippedImage:
     """An image that could not be decoded; stands in for the sample so the loop can log and count it."""
     path: str
     reason: str
-
-
-def label_names(label_set: str) -> tuple[str, ...]:
-    """The class names of a label set in classifier index order ('imagenet-1k' -> 1000 sorted wnids)."""
-    from timm.data import ImageNetInfo
-
-    try:
-        return tuple(ImageNetInfo(label_set).label_names())
-    except AssertionError:
-        raise ValueError(f'unknown label set {label_set!r}; known: imagenet-1k, imagenet-12k, imagenet-22k') from None
 
 
 def infer_label_set(num_classes: int, class_names: list[str], declared: str | None = None) -> str | None:
