@@ -8,32 +8,53 @@ The package is layered; each subpackage imports only from the ones listed before
     data      eval data config and transforms, eval datasets, synthetic images
     zoo       the registry, the architecture factories, the weight table, build/load/save, converters
     analysis  complexity, design spaces, results tables
-    eval      the top-k evaluation loop and validate.py's per-weight evaluation
+    eval      the top-k evaluation loop, validate.py's per-weight evaluation, predict (top-k labels per image)
     deploy    export and the inference fast path
     training  train.py's recipes, loop, checkpoints and DDP
 
 Top-level modules other than this one are command lines (``python -m regzoo``, ``regzoo.validate``,
-``regzoo.export``, ``regzoo.benchmark``, ``regzoo.tables``); library code never imports them.
+``regzoo.export``, ``regzoo.benchmark``, ``regzoo.tables``, ``regzoo.predict``); library code never imports
+them.
 """
 from regzoo.analysis import design_space
 from regzoo.analysis.complexity import complexity, measure_complexity
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.deploy.inference import optimize_for_inference
+from regzoo.eval.predict import Prediction, predict
 from regzoo.models.design import RegNetCfg, StageSpec, make_stages
 from regzoo.models.features import FeatureInfo, FeatureListNet
 from regzoo.models.regnet import RegNet
+from regzoo.utils.layer_config import (
+    is_exportable,
+    is_scriptable,
+    set_exportable,
+    set_layer_config,
+    set_scriptable,
+)
 from regzoo.zoo import factories  # noqa: F401  (registers the architectures)
 from regzoo.zoo.builder import create_model
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.loading import load_checkpoint
-from regzoo.zoo.pretrained import PretrainedCfg, get_pretrained_cfg, list_pretrained
-from regzoo.zoo.registry import is_model, list_models, model_entrypoint, register_model, split_model_name_tag
+from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.registry import (
+    get_pretrained_cfg,
+    get_pretrained_cfg_value,
+    is_model,
+    list_models,
+    list_modules,
+    list_pretrained,
+    model_entrypoint,
+    register_model,
+    split_model_name_tag,
+)
 from regzoo.zoo.saving import save_pretrained
 
 __all__ = [
-    'DataConfig', 'FeatureInfo', 'FeatureListNet', 'MODEL_CFGS', 'PretrainedCfg', 'RegNet', 'RegNetCfg', 'StageSpec',
-    'complexity', 'create_model', 'create_transform', 'design_space', 'get_pretrained_cfg', 'is_model',
-    'list_models', 'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_entrypoint',
-    'optimize_for_inference', 'register_model', 'resolve_data_config', 'save_pretrained', 'split_model_name_tag',
+    'DataConfig', 'FeatureInfo', 'FeatureListNet', 'MODEL_CFGS', 'Prediction', 'PretrainedCfg', 'RegNet', 'RegNetCfg',
+    'StageSpec', 'complexity', 'create_model', 'create_transform', 'design_space', 'get_pretrained_cfg',
+    'get_pretrained_cfg_value', 'is_exportable', 'is_model', 'is_scriptable', 'list_models', 'list_modules',
+    'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_entrypoint',
+    'optimize_for_inference', 'predict', 'register_model', 'resolve_data_config', 'save_pretrained',
+    'set_exportable', 'set_layer_config', 'set_scriptable', 'split_model_name_tag',
 ]
 __version__ = '0.1.0'

@@ -18,7 +18,7 @@ from pathlib import Path
 from regzoo.analysis.complexity import complexity
 from regzoo.utils.extras import MissingExtraError, require
 from regzoo.zoo.metrics import lookup_published
-from regzoo.zoo.pretrained import WEIGHTS, list_pretrained
+from regzoo.zoo.pretrained import WEIGHTS, weight_names
 from regzoo.zoo.registry import list_models, split_model_name_tag
 
 COLUMNS = ('arch', 'tag', 'default', 'params', 'gflops', 'acts', 'top1', 'top5', 'eval_size', 'metrics_source')
@@ -28,7 +28,7 @@ PLOT_TAG = 'pycls_in1k'
 def table_rows() -> list[dict]:
     """One row per (arch, tag) of every registered arch; archs without weights get one row with tag ''."""
     tags: dict[str, list[str]] = {}
-    for name in list_pretrained():
+    for name in weight_names():
         arch, tag = split_model_name_tag(name)
         tags.setdefault(arch, []).append(tag)
     unknown = sorted(set(tags) - set(list_models()))

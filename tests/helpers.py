@@ -1,5 +1,6 @@
 """Helpers the test modules import (``from helpers import ...``): synthetic image folders, BN randomising,
-tensor comparison, arch parametrisation. conftest.py only configures pytest; nothing is imported from it.
+tensor comparison, arch parametrisation, a local HF hub cache in huggingface_hub's layout, refusing the network.
+conftest.py only configures pytest; nothing is imported from it.
 
 Images come from the library's one generator (``regzoo.data.synthetic``), the same the demo and the
 benchmark use; BN randomising is the library's (``regzoo.models.layers.randomize_bn``), the same the
@@ -7,7 +8,10 @@ benchmark gives every variant.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import socket
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,8 @@ import torch
 from regzoo.data.synthetic import write_image_folder
 from regzoo.models.layers import randomize_bn
 
-__all__ = ['HUGE_ARCHS', 'arch_params', 'class_folders', 'learnable_splits', 'max_rel_diff', 'randomize_bn']
+__all__ = ['HUGE_ARCHS', 'arch_params', 'cache_timm_weights', 'class_folders', 'learnable_splits', 'max_rel_diff',
+           'populate_hub_cache', 'randomize_bn', 'refuse_network']
 
 # SEER sizes: 0.6-1.3 B parameters; building them costs many GB and seconds, so their heavy checks are opt-in
 HUGE_ARCHS = ('regnety_1280', 'regnety_2560')
@@ -41,3 +46,42 @@ def learnable_splits(root: Path, classes: int | Sequence[str] = 10, train: int =
 def class_folders(root: Path, classes: Sequence[str], n: int = 2, ext: str = '.JPEG', size: int = 8) -> Path:
     """Tiny class folders, for tests of folder layout and label order where the pixels do not matter."""
     return write_image_folder(root, classes, n, size, seed=0, exts=(ext,))
+
+
+def populate_hub_cache(cache: Path, repo_id: str, files: Mapping[str, bytes]) -> Path:
+    """Lay files out exactly as hf_hub_download stores them: blobs/<sha256>, snapshots/<commit>/<name> -> blob,
+    refs/main -> commit."""
+    repo_dir = Path(cache) / f'models--{repo_id.replace("/", "--")}'
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    (repo_dir / 'refs').mkdir(parents=True)
+    (repo_dir / 'refs' / 'main').write_text(commit)
+    (repo_dir / 'blobs').mkdir()
+    (repo_dir / 'snapshots' / commit).mkdir(parents=True)
+    for name, data in files.items():
+        etag = hashlib.sha256(data).hexdigest()
+        (repo_dir / 'blobs' / etag).write_bytes(data)
+        (repo_dir / 'snapshots' / commit / name).symlink_to(f'../../blobs/{etag}')
+    return repo_dir
+
+
+def cache_timm_weights(cache: Path, model: torch.nn.Module, repo_id: str) -> Path:
+    """``model`` (a timm model) as timm publishes it on the hub (``model.safetensors`` + ``config.json``, written
+    by timm's own ``save_for_hf``), put into the HF cache ``cache`` as ``repo_id`` ('timm/regnetx_002.pycls_in1k')."""
+    from timm.models._hub import save_for_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_for_hf(model, tmp, safe_serialization=True)
+        files = {name: (Path(tmp) / name).read_bytes() for name in ('model.safetensors', 'config.json')}
+    return populate_hub_cache(cache, repo_id, files)
+
+
+def refuse_network(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Refuse (and record) every name lookup and connection, at the OS boundary; returns the attempts."""
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args)
+        raise OSError(f'test forbids network access {args}')
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', lambda self, *args: refuse(*args))
+    return attempts

@@ -153,14 +153,14 @@ def test_bad_input_raises_clearly():
 
 
 def _check_table(rows: list[dict]):
-    from regzoo.zoo.pretrained import list_pretrained
+    from regzoo.zoo.pretrained import weight_names
     pairs = {(r['arch'], r['tag']) for r in rows}
     assert len(pairs) == len(rows), 'duplicate rows'
     for arch in regzoo.list_models():
         assert any(a == arch for a, _ in pairs), f'{arch} missing'
-    for name in list_pretrained():
+    for name in weight_names():
         assert tuple(name.split('.', 1)) in pairs, f'{name} missing'
-    assert len(rows) == len(list_pretrained()) + sum(
+    assert len(rows) == len(weight_names()) + sum(
         not regzoo.list_models(pretrained=True, filter=a) for a in regzoo.list_models())
     for row in rows:
         cx = complexity(row['arch'])

@@ -125,8 +125,8 @@ def test_bad_features_kwargs():
         regzoo.create_model('regnetx_002', features_only=True, output_stride=12)
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'out_indice'; did you mean 'out_indices'"):
         regzoo.create_model('regnetx_002', features_only=True, out_indice=(1, 2))
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'feature_cls'"):
-        regzoo.create_model('regnetx_002', features_only=True, feature_cls='hook')
+    with pytest.raises(ValueError, match=r"feature_cls='hooks' is invalid; accepted: list, hook, dict, getter, fx"):
+        regzoo.create_model('regnetx_002', features_only=True, feature_cls='hooks')  # timm's names are accepted
     with pytest.raises(TypeError, match=r'out_indices is only valid with features_only=True'):
         regzoo.create_model('regnetx_002', out_indices=(1, 2))
     with pytest.raises(ValueError, match=r"output_fmt='NHWC' is invalid"):

@@ -5,13 +5,12 @@ Reference weights are timm's (random init, BN stats randomised), saved the way e
 import argparse
 import hashlib
 import logging
-import socket
 
 import pytest
 import timm
 import torch
 import torchvision
-from helpers import randomize_bn
+from helpers import populate_hub_cache, randomize_bn, refuse_network
 from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
@@ -56,29 +55,7 @@ def hub_env(tmp_path, monkeypatch):
 @pytest.fixture
 def no_network(monkeypatch):
     """Records and refuses every name lookup and connection (the OS boundary, not our code)."""
-    attempts = []
-
-    def refuse(*args, **kwargs):
-        attempts.append(args)
-        raise OSError(f'test forbids network access {args}')
-    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
-    monkeypatch.setattr(socket.socket, 'connect', lambda self, *args: refuse(*args))
-    return attempts
-
-
-def populate_hub_cache(cache, repo_id, files):
-    """Lay files out exactly as hf_hub_download stores them: blobs/<sha256>, snapshots/<commit>/<name> -> blob."""
-    repo_dir = cache / f'models--{repo_id.replace("/", "--")}'
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
-    (repo_dir / 'refs').mkdir(parents=True)
-    (repo_dir / 'refs' / 'main').write_text(commit)
-    (repo_dir / 'blobs').mkdir()
-    (repo_dir / 'snapshots' / commit).mkdir(parents=True)
-    for name, data in files.items():
-        etag = hashlib.sha256(data).hexdigest()
-        (repo_dir / 'blobs' / etag).write_bytes(data)
-        (repo_dir / 'snapshots' / commit / name).symlink_to(f'../../blobs/{etag}')
-    return repo_dir
+    return refuse_network(monkeypatch)
 
 
 def logits(model):

@@ -9,7 +9,8 @@ wrapping (see ``builder.build_regnet``), so ``features_only`` works with any che
 Unlike timm (#1848, #2242, PR #2239), out-of-range indices raise, negative indices count from the
 last tap, and the outputs come back in the order requested.
 """
-from __future__ import annotations
+# No ``from __future__ import annotations``: torch.fx copies a traced ``forward``'s annotations into the code it
+# generates, and strings there make torch.jit.script of the traced wrapper fail (see regzoo/models/regnet.py).
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ class FeatureInfo:
     out_indices: tuple[int, ...]
 
     @classmethod
-    def from_model(cls, feature_info: Sequence[Mapping], out_indices: OutIndices = None) -> FeatureInfo:
+    def from_model(cls, feature_info: Sequence[Mapping], out_indices: OutIndices = None) -> 'FeatureInfo':
         taps = tuple(MappingProxyType(dict(fi, index=i)) for i, fi in enumerate(feature_info))
         return cls(taps, resolve_out_indices(out_indices, len(taps)))
 
@@ -132,6 +133,7 @@ class FeatureListNet(nn.Module):
         self.feature_info = FeatureInfo.from_model(model.feature_info, out_indices)
         self.out_indices: list[int] = list(self.feature_info.out_indices)
         self.pretrained_cfg = getattr(model, 'pretrained_cfg', None)
+        self.default_cfg = self.pretrained_cfg  # timm's older name, the same object (create_model sets both)
         children = dict(model.named_children())
         names = self.feature_info.module_name(list(range(max(self.out_indices) + 1)))
         missing = [n for n in names if n not in children]
@@ -154,3 +156,88 @@ class FeatureListNet(nn.Module):
             if i in self.out_indices:
                 taps[i] = x
         return [taps[i] for i in self.out_indices]
+
+
+def _out_keys(out_indices: Sequence[int], out_map: Sequence | None) -> list[str]:
+    """The dict keys of the taps: str(tap index) as timm, or ``out_map``'s (one per tap, in the order requested)."""
+    if out_map is None:
+        return [str(i) for i in out_indices]
+    if isinstance(out_map, (str, bytes)) or len(out_map) != len(out_indices):
+        raise ValueError(f'out_map={out_map!r} must name each of the {len(out_indices)} taps {tuple(out_indices)}')
+    keys = [str(k) for k in out_map]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f'out_map={out_map!r} repeats a key')
+    return keys
+
+
+class FeatureDictNet(FeatureListNet):
+    """``FeatureListNet`` whose ``forward`` returns {key: map} (timm's ``feature_cls='dict'``).
+
+    Keys are ``str(tap index)`` as timm (``'1'``, ``'2'``, ...) or ``out_map``'s, in the order requested.
+    The kept trunk and its state dict are ``FeatureListNet``'s; it scripts with ``torch.jit.script``.
+    """
+
+    def __init__(self, model: nn.Module, out_indices: OutIndices = None, out_map: Sequence | None = None):
+        super().__init__(model, out_indices)
+        self.out_keys: list[str] = _out_keys(self.out_indices, out_map)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        taps: dict[int, torch.Tensor] = {}
+        for i, module in enumerate(self.children()):
+            x = module(x)
+            if i in self.out_indices:
+                taps[i] = x
+        out: dict[str, torch.Tensor] = {}
+        for i, key in zip(self.out_indices, self.out_keys):
+            out[key] = taps[i]
+        return out
+
+
+class FeatureGetterNet(nn.Module):
+    """The whole model as ``self.model``; ``forward`` returns its ``forward_intermediates`` taps as a list
+    (timm's ``feature_cls='getter'``), in the order requested.
+
+    With ``prune`` (default, as timm) the stages after the deepest tap and the head are cut first
+    (``model.prune_intermediate_layers``). State-dict keys carry the ``model.`` prefix, as timm's.
+    ``forward_intermediates`` is Python-only (``torch.jit.ignore``), so this wrapper does not script.
+    """
+
+    def __init__(self, model: nn.Module, out_indices: OutIndices = None, prune: bool = True):
+        super().__init__()
+        self.feature_info = FeatureInfo.from_model(model.feature_info, out_indices)
+        self.out_indices: list[int] = list(self.feature_info.out_indices)
+        self.pretrained_cfg = getattr(model, 'pretrained_cfg', None)
+        self.default_cfg = self.pretrained_cfg
+        self._depth_order: list[int] = sorted(self.out_indices)
+        if prune and hasattr(model, 'prune_intermediate_layers'):
+            model.prune_intermediate_layers(self._depth_order, prune_head=True)
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = self.model.forward_intermediates(x, indices=self._depth_order, intermediates_only=True)
+        by_index = dict(zip(self._depth_order, taps))
+        return [by_index[i] for i in self.out_indices]
+
+
+class FeatureGraphNet(nn.Module):
+    """The taps through torchvision's fx ``create_feature_extractor`` (timm's ``feature_cls='fx'``); a list out.
+
+    ``self.graph_module`` is the traced trunk up to the deepest tap (its state-dict keys carry the
+    ``graph_module.`` prefix, as timm's). Needs torchvision.
+    """
+
+    def __init__(self, model: nn.Module, out_indices: OutIndices = None):
+        super().__init__()
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        self.feature_info = FeatureInfo.from_model(model.feature_info, out_indices)
+        self.out_indices: list[int] = list(self.feature_info.out_indices)
+        self.pretrained_cfg = getattr(model, 'pretrained_cfg', None)
+        self.default_cfg = self.pretrained_cfg
+        self.out_keys: list[str] = _out_keys(self.out_indices, None)
+        return_nodes = dict(zip(self.feature_info.module_name(), self.out_keys))
+        self.graph_module = create_feature_extractor(model, return_nodes)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = self.graph_module(x)
+        return [out[k] for k in self.out_keys]

@@ -4,7 +4,9 @@ Attribute names (``conv``, ``bn``, ``fc1``, ``fc2``, ``fc``) are chosen so state
 Pooling is written as ``mean``/``amax`` over H, W rather than adaptive pooling: it scripts, exports
 to ONNX for any input size and compiles without graph breaks.
 """
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: torch.fx copies the root ``forward``'s annotations into the
+# code it generates, and string annotations there (``_torch_Tensor_``) make ``torch.jit.script`` of a traced
+# model fail. Annotations in modules with a ``forward`` stay real types (Python >= 3.10 evaluates ``X | None``).
 
 import torch
 import torch.nn as nn

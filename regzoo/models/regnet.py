@@ -3,7 +3,9 @@
 Module names are public API and equal timm's, so timm checkpoints load with ``strict=True``:
 ``stem.conv``, ``s{i}.b{j}.conv1/conv2/se/conv3``, ``s{i}.b{j}.downsample``, ``final_conv``, ``head.fc``.
 """
-from __future__ import annotations
+# No ``from __future__ import annotations`` here: torch.fx copies the root ``forward``'s annotations into the
+# code it generates, and string annotations there (``_torch_Tensor_``) make ``torch.jit.script`` of a traced
+# model fail. Annotations in modules with a ``forward`` stay real types (Python >= 3.10 evaluates ``X | None``).
 
 import math
 from collections.abc import Sequence

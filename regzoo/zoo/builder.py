@@ -7,22 +7,53 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+from collections.abc import Mapping
 
 import torch
 import torch.nn as nn
 
 from regzoo.models.design import RegNetCfg, make_stages
-from regzoo.models.features import FeatureListNet, resolve_out_indices
+from regzoo.models.features import (
+    FeatureDictNet,
+    FeatureGetterNet,
+    FeatureGraphNet,
+    FeatureListNet,
+    resolve_out_indices,
+)
 from regzoo.models.regnet import RegNet
 from regzoo.utils.names import did_you_mean
 from regzoo.zoo.cfgs import MODEL_CFGS
-from regzoo.zoo.loading import adapt_input_cfg, apply_checkpoint, load_pretrained, read_checkpoint
-from regzoo.zoo.pretrained import get_pretrained_cfg
+from regzoo.zoo.loading import (
+    adapt_input_cfg,
+    apply_checkpoint,
+    load_pretrained,
+    read_checkpoint,
+)
+from regzoo.zoo.pretrained import (
+    PretrainedCfg,
+    default_pretrained_cfg,
+    get_pretrained_cfg,
+)
 from regzoo.zoo.registry import REGISTRY
 
 _MODEL_KWARGS = tuple(p for p in inspect.signature(RegNet).parameters if p != 'cfg')
-_BUILD_KWARGS = ('pretrained_tag', 'pretrained_cfg_overlay', 'checkpoint_path', 'features_only', 'out_indices')
+_BUILD_KWARGS = ('pretrained_tag', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
+                 'features_only', 'out_indices', 'feature_cls', 'feature_cfg')
 _CFG_FIELDS = tuple(f.name for f in dataclasses.fields(RegNetCfg))
+
+# feature_cls names (timm's) -> wrapper. 'hook' reads the same taps as 'list': a RegNet's taps are its direct
+# children, so hooks would return exactly FeatureListNet's maps (and FeatureListNet scripts; timm's hook net does not)
+FEATURE_CLASSES = {'list': FeatureListNet, 'hook': FeatureListNet, 'dict': FeatureDictNet,
+                   'getter': FeatureGetterNet, 'fx': FeatureGraphNet}
+# feature_cfg keys that change nothing for a RegNet, with the values accepted: its taps are not inside
+# nn.Sequential containers (flatten_sequential), no tap outputs a tuple (feature_concat), the model is never
+# rewritten (no_rewrite), it has no final norm (norm), and every tap is NCHW (output_fmt)
+_FEATURE_NO_OPS = {'flatten_sequential': (True, False), 'feature_concat': (True, False),
+                   'no_rewrite': (None, True, False), 'norm': (True, False), 'output_fmt': ('NCHW',),
+                   'return_dict': (False,)}
+# feature_cfg keys a wrapper takes as arguments
+_FEATURE_ARGS = {FeatureDictNet: ('out_map',), FeatureGetterNet: ('prune',)}
 
 
 def _check_kwargs(arch: str, kwargs: dict) -> None:
@@ -34,17 +65,85 @@ def _check_kwargs(arch: str, kwargs: dict) -> None:
                 + f'. Accepted: {", ".join(known)}')
 
 
+def as_pretrained_cfg(value, arch: str) -> PretrainedCfg:
+    """``create_model(pretrained_cfg=)`` as a PretrainedCfg: one as is, a dict in timm's or regzoo's keys,
+    or a timm ``PretrainedCfg`` (a tag string is handled by the caller)."""
+    if isinstance(value, PretrainedCfg):
+        return value
+    if isinstance(value, Mapping):
+        return PretrainedCfg.from_dict(value, arch)
+    if dataclasses.is_dataclass(value) and hasattr(value, 'to_dict'):  # timm's PretrainedCfg
+        return PretrainedCfg.from_dict(value.to_dict(), arch)
+    raise TypeError(f'{arch}: pretrained_cfg={value!r} is invalid: expected a tag string, a dict or a PretrainedCfg')
+
+
+def _resolve_pretrained_cfg(
+        arch: str, tag: str | None, cfg_arg, overlay: Mapping | None, pretrained: bool, checkpoint,
+) -> PretrainedCfg:
+    """The model's pretrained cfg, as timm resolves it: ``pretrained_cfg=`` (a cfg, or a tag that wins over the
+    name's), else the name's tag, else a checkpoint's saved cfg, else the arch's default weight's (also when no
+    weights are loaded, as timm), else a generic cfg naming the arch; then ``pretrained_cfg_overlay``."""
+    if isinstance(cfg_arg, str):
+        tag, cfg_arg = cfg_arg or tag, None
+    if cfg_arg is not None:
+        cfg = as_pretrained_cfg(cfg_arg, arch)
+    elif tag:
+        cfg = get_pretrained_cfg(f'{arch}.{tag}')  # an unknown tag raises, listing the valid ones
+    elif checkpoint is not None and not pretrained and (saved := checkpoint.pretrained_cfg(arch)) is not None:
+        cfg = saved
+    else:
+        cfg = default_pretrained_cfg(arch)
+        if cfg is None:
+            if pretrained and not (overlay or {}).get('file'):
+                get_pretrained_cfg(arch)  # raises: no weights for this arch, with close matches
+            cfg = PretrainedCfg(arch, '', label_set=None)  # a user arch without weights: timm's default cfg
+    return cfg.replace(**overlay) if overlay else cfg
+
+
+def _feature_wrapper(arch: str, num_taps: int, out_indices, feature_cls, feature_cfg: Mapping):
+    """Check the features_only arguments before any weights are read; returns ``wrap(model) -> wrapper``."""
+    taps = resolve_out_indices(out_indices, num_taps)  # taps that cannot exist fail here (stem + one per stage)
+    cfg = dict(feature_cfg)
+    if isinstance(feature_cls, str):
+        if feature_cls.lower() not in FEATURE_CLASSES:
+            raise ValueError(f'{arch}: feature_cls={feature_cls!r} is invalid; accepted: '
+                             f'{", ".join(FEATURE_CLASSES)} (or a wrapper class)')
+        if feature_cls.lower() == 'hook' and cfg.get('return_dict'):
+            feature_cls, cfg['return_dict'] = 'dict', False  # timm's hook net with return_dict gives a dict
+        feature_cls = FEATURE_CLASSES[feature_cls.lower()]
+    elif feature_cls is None:
+        feature_cls = FeatureListNet
+    elif not isinstance(feature_cls, type):
+        raise TypeError(f'{arch}: feature_cls={feature_cls!r} is invalid: a name or a wrapper class')
+    if feature_cls not in FEATURE_CLASSES.values():  # a wrapper class of the caller's: it takes the whole cfg
+        return lambda model: feature_cls(model, out_indices=taps, **cfg)
+    for key, accepted in _FEATURE_NO_OPS.items():
+        if key in cfg and cfg.pop(key) not in accepted:
+            raise ValueError(f'{arch}: feature_cfg {key}={feature_cfg[key]!r} cannot be honoured: regzoo accepts '
+                             f'{" or ".join(map(repr, accepted))} (for a RegNet it changes nothing)'
+                             + ("; for dict outputs use feature_cls='dict'" if key == 'return_dict' else ''))
+    takes = _FEATURE_ARGS.get(feature_cls, ())
+    unknown = sorted(set(cfg) - set(takes))
+    if unknown:
+        raise TypeError(f'{arch}: feature_cfg key(s) {unknown} do not apply to {feature_cls.__name__}; it takes '
+                        f'{", ".join(("out_indices", "feature_cls") + takes + tuple(_FEATURE_NO_OPS))}')
+    return lambda model: feature_cls(model, out_indices, **cfg)
+
+
 def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build ``arch`` from ``cfg``.
 
-    RegNetCfg fields in ``kwargs`` override the cfg; ``pretrained_tag``/``pretrained_cfg_overlay``
-    pick the weight; ``checkpoint_path`` loads a local file or directory (any supported format);
-    ``features_only``/``out_indices`` wrap the loaded model as a feature extractor; the rest go to
-    ``RegNet``. Unknown keys raise a TypeError naming them.
+    RegNetCfg fields in ``kwargs`` override the cfg; ``pretrained_tag`` / ``pretrained_cfg`` (a tag, a dict or
+    a PretrainedCfg) / ``pretrained_cfg_overlay`` pick the weight; ``cache_dir`` is the download cache;
+    ``checkpoint_path`` loads a local file or directory (any supported format); ``features_only`` wraps the
+    loaded model as a feature extractor (``out_indices``, ``feature_cls``, ``feature_cfg`` as timm); the rest
+    go to ``RegNet``. Unknown keys raise a TypeError naming them.
 
     A checkpoint's head size, first-conv channels and saved ``model_args`` are the defaults for
-    ``num_classes``, ``in_chans`` and the rest. ``model.pretrained_cfg`` (the weight's or the checkpoint's
-    eval settings) is fitted to the model's ``in_chans``, so its data config feeds the model as built.
+    ``num_classes``, ``in_chans`` and the rest, then the pretrained cfg's (as timm). ``model.pretrained_cfg``
+    (also ``model.default_cfg``) is always set, as timm: the weight's, the checkpoint's, or the arch's
+    default weight's cfg when no weights are loaded. Like timm's, it describes the weights (``num_classes``
+    stays theirs); unlike timm's, it is fitted to the model's ``in_chans``, so its data config feeds the model.
     """
     _check_kwargs(arch, kwargs)
     checkpoint = None
@@ -59,59 +158,87 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
         _check_kwargs(f'{arch} (model_args of {checkpoint_path})', kwargs)
     cfg = cfg.replace(**{k: kwargs.pop(k) for k in _CFG_FIELDS if k in kwargs})
     tag = kwargs.pop('pretrained_tag', None)
+    cfg_arg = kwargs.pop('pretrained_cfg', None)
     overlay = kwargs.pop('pretrained_cfg_overlay', None)
+    cache_dir = kwargs.pop('cache_dir', None)
     features_only = kwargs.pop('features_only', False)
-    out_indices = kwargs.pop('out_indices', None)
-    if out_indices is not None and not features_only:
-        raise TypeError(f'{arch}: out_indices is only valid with features_only=True')
-    if features_only:
-        # fail before reading or downloading weights for taps that cannot exist (stem + one per stage)
-        resolve_out_indices(out_indices, len(make_stages(cfg)) + 1)
+    feature_cfg = dict(kwargs.pop('feature_cfg', None) or {})
+    # as timm: the out_indices / feature_cls kwargs win over feature_cfg's
+    out_indices, cfg_out_indices = kwargs.pop('out_indices', None), feature_cfg.pop('out_indices', None)
+    out_indices = cfg_out_indices if out_indices is None else out_indices
+    feature_cls, cfg_feature_cls = kwargs.pop('feature_cls', None), feature_cfg.pop('feature_cls', None)
+    feature_cls = cfg_feature_cls if feature_cls is None else feature_cls
+    if not features_only and (out_indices is not None or feature_cls is not None or feature_cfg):
+        given = [k for k, v in (('out_indices', out_indices), ('feature_cls', feature_cls),
+                                ('feature_cfg', feature_cfg or None)) if v is not None]
+        raise TypeError(f'{arch}: {" and ".join(given)} {"is" if len(given) == 1 else "are"} only valid with '
+                        'features_only=True')
+    wrap = _feature_wrapper(arch, len(make_stages(cfg)) + 1, out_indices, feature_cls, feature_cfg) \
+        if features_only else None
     model_kwargs = {k: v for k, v in kwargs.items() if v is not None}
 
-    pretrained_cfg = None
-    if pretrained or tag or overlay:
-        pretrained_cfg = get_pretrained_cfg(f'{arch}.{tag}' if tag else arch)
-        if overlay:
-            pretrained_cfg = pretrained_cfg.replace(**overlay)
+    pretrained_cfg = _resolve_pretrained_cfg(arch, tag, cfg_arg, overlay, pretrained, checkpoint)
+    # as timm's _update_default_model_kwargs: the cfg's head size and input channels are the defaults
+    if pretrained_cfg.num_classes is not None and pretrained_cfg.num_classes >= 0:
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
+    model_kwargs.setdefault('in_chans', pretrained_cfg.input_size[0])
 
     model = RegNet(cfg, **model_kwargs)
-    pretrained_cfg = pretrained_cfg or (checkpoint and checkpoint.pretrained_cfg(arch))
-    model.pretrained_cfg = pretrained_cfg and adapt_input_cfg(pretrained_cfg, model.in_chans)
+    fitted = adapt_input_cfg(pretrained_cfg, model.in_chans)
+    model.pretrained_cfg = model.default_cfg = fitted  # one object under both names, as timm
     model.arch = arch  # the registered name, also when built through an alias
     if pretrained:
-        load_pretrained(model, pretrained_cfg)
+        load_pretrained(model, pretrained_cfg, cache_dir=cache_dir)
     if checkpoint is not None:
         apply_checkpoint(model, checkpoint)
-    if features_only:
-        model = FeatureListNet(model, out_indices)
+    if wrap is not None:
+        model = wrap(model)
+        # as timm's pretrained_cfg_for_features: no num_classes, no classifier
+        model.pretrained_cfg = model.default_cfg = fitted.for_features()
     return model
 
 
 def create_model(
-        model_name: str, pretrained: bool = False, num_classes: int | None = None, in_chans: int | None = None,
+        model_name: str,
+        pretrained: bool = False,
+        pretrained_cfg: str | Mapping | PretrainedCfg | None = None,
+        pretrained_cfg_overlay: Mapping | None = None,
+        checkpoint_path: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        scriptable: bool | None = None,
+        exportable: bool | None = None,
+        no_jit: bool | None = None,
         **kwargs,
 ) -> nn.Module:
-    """Build a registered model by name.
+    """Build a registered model by name; timm's ``create_model`` signature and semantics.
 
     Args:
         model_name: ``arch`` or ``arch.tag``, e.g. ``regnety_032`` or ``regnety_032.pycls_in1k``;
             aliases such as ``regnet_y_3_2gf`` or ``RegNetY-3.2GF`` work too.
         pretrained: load the tag's weights (the arch's default tag when none is given).
-        num_classes: classifier outputs (default: the checkpoint's or the weight's, else 1000); 0 removes
-            the classifier.
-        in_chans: input channels (default: the checkpoint's, else 3); pretrained first convs are adapted.
-        **kwargs: ``checkpoint_path``, ``pretrained_cfg_overlay``, ``features_only``, ``out_indices``,
-            ``output_stride``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``,
-            or any ``RegNetCfg`` field to override the architecture. Anything else raises.
+        pretrained_cfg: the weight cfg: a tag (``'ra_in1k'``; it wins over the name's tag, as timm), a dict in
+            timm's keys, or a ``PretrainedCfg``. ``model.pretrained_cfg`` is always set, as timm: without
+            weights it is the default weight's cfg.
+        pretrained_cfg_overlay: fields replacing the cfg's, e.g. ``dict(file='/data/w.safetensors')``.
+        checkpoint_path: a local weights file or saved directory to load (any supported layout).
+        cache_dir: the download cache for this call (HF hub cache / URL download folder), as timm.
+        scriptable, exportable, no_jit: accepted and ignored: every regzoo model scripts, exports and uses no
+            jit-scripted layers, so there is no layer variant to choose (see ``regzoo.utils.layer_config``).
+        **kwargs: ``num_classes`` (default: the checkpoint's or the weight's; 0 removes the classifier),
+            ``in_chans`` (pretrained first convs are adapted), ``features_only``, ``out_indices``,
+            ``feature_cls`` ('list', 'dict', 'hook', 'getter', 'fx' or a class), ``feature_cfg``,
+            ``output_stride``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``, or any
+            ``RegNetCfg`` field to override the architecture. None values are dropped (as timm); anything
+            else raises a TypeError.
     """
+    del scriptable, exportable, no_jit  # accepted no-ops, documented above
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     arch, tag = REGISTRY.split(model_name)
     fn = REGISTRY.entrypoint(arch)
-    if num_classes is not None:
-        kwargs['num_classes'] = num_classes
-    if in_chans is not None:
-        kwargs['in_chans'] = in_chans
+    for key, value in (('pretrained_cfg', pretrained_cfg), ('pretrained_cfg_overlay', pretrained_cfg_overlay),
+                       ('checkpoint_path', checkpoint_path), ('cache_dir', cache_dir)):
+        if value is not None:
+            kwargs[key] = value
     return fn(pretrained=pretrained, pretrained_tag=tag, **kwargs)
 
 
