@@ -4,7 +4,9 @@
 
 Every variant is timed *interleaved* (one batch of each, round-robin, ``--repeats`` rounds after a
 warm-up) and reported as the median, so that load from other processes hits all variants alike.
-Ratios are against timm's eager fp32 model. Results are appended to ``results/benchmark-<host>-<date>.csv``.
+Ratios are against timm's eager fp32 model. Results are appended to ``<out-dir>/benchmark-<host>-<date>.csv``
+(default ``output/benchmark/``, untracked: the tracked ``results/`` tables change only when you pass
+``--out-dir results`` on purpose).
 Weights are random (with non-trivial BN stats, so BN folding is exercised): no download needed.
 """
 from __future__ import annotations
@@ -16,6 +18,7 @@ import datetime
 import re
 import socket
 import statistics
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +28,13 @@ import torch.nn as nn
 from regzoo.data.synthetic import synthetic_batch
 from regzoo.deploy.inference import cpu_name, optimize_for_inference
 from regzoo.models.layers import randomize_bn
+from regzoo.utils.runtime import ArgumentParser, run_cli
 from regzoo.utils.timing import timed_interleaved
 from regzoo.zoo.builder import create_model
 from regzoo.zoo.registry import REGISTRY
 
+PROG = 'python -m regzoo.benchmark'
+DEFAULT_OUT_DIR = Path('output') / 'benchmark'
 COLUMNS = ('date', 'host', 'cpu', 'torch', 'threads', 'model', 'mode', 'variant', 'dtype', 'memory_format',
            'batch_size', 'img_size', 'img_per_s', 'median_ms', 'ratio_vs_timm', 'latency_bs1_ms', 'peak_mem_mb',
            'top1_agree_vs_fp32', 'repeats')
@@ -203,7 +209,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog='python -m regzoo.benchmark', description=__doc__.split('\n\n')[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split('\n\n')[0])
     p.add_argument('--model', required=True, help='comma-separated arch names, e.g. regnetx_002,regnety_032')
     p.add_argument('--batch-size', type=int, default=32)
     p.add_argument('--img-size', type=int, default=224)
@@ -221,7 +227,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument('--no-memory', dest='memory', action='store_false', help='skip the peak-memory pass')
     p.add_argument('--agreement-images', type=int, default=256)
     p.add_argument('--threads', type=int, default=0, help='torch threads (0: torch default)')
-    p.add_argument('--out-dir', type=Path, default=Path('results'))
+    p.add_argument('--out-dir', type=Path, default=DEFAULT_OUT_DIR,
+                   help=f'folder of the CSV rows are appended to (default: {DEFAULT_OUT_DIR}/; '
+                        'pass results to add to the tracked tables)')
     args = p.parse_args(argv)
     for k in ('batch_size', 'img_size', 'repeats'):
         if getattr(args, k) < 1:
@@ -245,4 +253,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(run_cli(main, PROG))

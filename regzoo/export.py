@@ -7,16 +7,20 @@ The export itself (and its parity check against eager PyTorch) is ``regzoo.deplo
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
 from regzoo.deploy.export import DEFAULT_TOLERANCE, FORMATS, ONNX_MIN_OPSET, export_model, require_onnx
 from regzoo.utils.extras import MissingExtraError
+from regzoo.utils.runtime import ArgumentParser, error_exit, run_cli
+
+PROG = 'python -m regzoo.export'
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m regzoo.export', description=__doc__.split('\n')[0])
+    """Export; returns the exit code (1: parity worse than --tolerance). Other errors raise (the command line turns
+    expected ones into one line and exit code 2: ``run_cli``)."""
+    parser = ArgumentParser(prog=PROG, description=__doc__.split('\n')[0])
     parser.add_argument('--model', required=True, help='architecture or arch.tag, e.g. regnety_032')
     parser.add_argument('--checkpoint', default=None, help='local weights (any format regzoo loads)')
     parser.add_argument('--pretrained', action='store_true', help="load the model's published weights")
@@ -39,13 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = export_model(
             model, args.out, args.format, (model.in_chans, args.input_size, args.input_size), args.opset, args.dynamo)
     except MissingExtraError as e:
-        print(f'{parser.prog}: error: {e}', file=sys.stderr)
-        return 2
+        return error_exit(parser.prog, e)
     print(report.summary(args.tolerance))
     return 0 if report.ok(args.tolerance) else 1
 
 
-
-
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(run_cli(main, PROG))

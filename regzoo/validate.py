@@ -11,24 +11,31 @@ from pathlib import Path
 import torch
 
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
-from regzoo.eval.evaluate import EvalOptions, EvalResult, evaluate_weight, expand_model_names
+from regzoo.eval.evaluate import EvalOptions, EvalResult, checkpoint_architecture, evaluate_weight, expand_model_names
+from regzoo.utils.runtime import EXPECTED_ERRORS, ArgumentParser, default_workers, error_exit
 from regzoo.zoo.metrics import lookup_published
 
 _logger = logging.getLogger('validate')
 RESULT_FORMATS = ('.csv', '.json')
+PROG = 'validate.py'
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description='Validate regzoo weights on an ImageNet-style folder.')
+    p = ArgumentParser(prog=PROG, description='Validate regzoo weights on an ImageNet-style folder.')
     add = p.add_argument
     add('--data-dir', required=True, metavar='DIR',
         help='ImageFolder split (DIR/<wnid>/*.JPEG), an ImageNet root with val/, or flat val images + --label-file')
-    add('--model', '-m', required=True, metavar='NAME', help="arch, arch.tag, or a pattern such as 'regnety*'")
+    add('--model', '-m', default=None, metavar='NAME',
+        help="arch, arch.tag, or a pattern such as 'regnety*' (default with --checkpoint: the arch its config.json "
+             "names; else required)")
     add('--pretrained', action='store_true', help='load the weight (with a pattern: every matching arch.tag)')
-    add('--checkpoint', default='', metavar='PATH', help='local checkpoint file or directory (any supported format)')
+    add('--checkpoint', default='', metavar='PATH',
+        help='local checkpoint file or directory (any supported format); a train.py run folder uses its '
+             'best.safetensors, and a run\'s weights bring its eval settings and class names')
     add('--num-classes', type=int, default=None, help='classifier size (default: the weight\'s, else 1000)')
     add('-b', '--batch-size', type=int, default=256, metavar='N')
-    add('-j', '--workers', type=int, default=4, metavar='N', help='data loading processes (0: in the main process)')
+    add('-j', '--workers', type=int, default=default_workers(), metavar='N',
+        help='data loading processes (default: min(available CPUs, 8) = %(default)s; 0: in the main process)')
     add('--img-size', type=int, default=None, metavar='N', help='square input size (default: the weight\'s test size)')
     add('--input-size', type=int, nargs=3, default=None, metavar='N', help='C H W input size')
     add('--use-train-size', action='store_true', help='use the train input size/crop even when a test size is set')
@@ -61,6 +68,10 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
         raise ValueError(f'--results-file {args.results_file}: use a .csv or .json file name')
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise FileNotFoundError(f'--checkpoint {args.checkpoint} does not exist')
+    if args.model is None:
+        if not args.checkpoint:
+            raise ValueError('--model is required (or a --checkpoint whose config.json names the architecture)')
+        args.model = checkpoint_architecture(args.checkpoint)
     if args.checkpoint and any(c in args.model for c in '*?['):
         raise ValueError('--checkpoint needs a single --model, not a pattern')
     for flag in ('batch_size', 'num_samples'):
@@ -135,13 +146,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         results, failures = validate(args)
-    except (ValueError, FileNotFoundError, TypeError, RuntimeError, OSError) as err:
-        print(f'validate.py: error: {err}', file=sys.stderr)
-        return 2
+    except EXPECTED_ERRORS as err:  # one line, exit 2; anything else is a bug and keeps its traceback
+        return error_exit(PROG, err)
     if results:
         print(format_summary(results, args.published_file))
         if args.results_file:
-            write_results(results, args.results_file)
+            try:
+                write_results(results, args.results_file)
+            except OSError as err:  # e.g. a folder that does not exist
+                return error_exit(PROG, f'--results-file {args.results_file}: {err}')
             print(f'wrote {len(results)} row(s) to {args.results_file}')
     for name, error in failures.items():
         print(f'FAILED {name}: {error.splitlines()[0]}', file=sys.stderr)  # full message logged above

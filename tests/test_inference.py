@@ -1,4 +1,4 @@
-"""optimize_for_inference: outputs equal the original's (and timm's), no grad, eval-only, input checks; benchmark CLI."""
+"""optimize_for_inference: outputs equal the original's (and timm's), no grad, eval-only, input checks; benchmark."""
 import copy
 import warnings
 

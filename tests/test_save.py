@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import regzoo
+from regzoo.data.labels import label_names
 
 ATOL = 1e-4
 
@@ -135,10 +136,9 @@ def test_another_head_is_not_the_weight_any_more(change, tmp_path):
     else:
         model = regzoo.create_model('regnety_002.pycls_in1k')
         model.reset_classifier(10)
-    cfg = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
-    cfg = cfg['pretrained_cfg']
-    assert (cfg['num_classes'], cfg['tag'], cfg['label_set']) == (10, '', None)
-    assert cfg['top1'] is cfg['top5'] is cfg['metrics_source'] is None
+    config = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
+    cfg = config['pretrained_cfg']  # timm's keys: a missing tag is no key, label names stand at the top level
+    assert cfg['num_classes'] == 10 and 'tag' not in cfg and 'label_names' not in config
     again = regzoo.create_model('regnety_002', checkpoint_path=str(tmp_path))
     assert (again.pretrained_cfg.tag, again.pretrained_cfg.label_set, again.num_classes) == ('', None, 10)
 
@@ -146,10 +146,23 @@ def test_another_head_is_not_the_weight_any_more(change, tmp_path):
 def test_the_same_head_keeps_the_weight(tmp_path):
     weight = regzoo.get_pretrained_cfg('regnety_002.pycls_in1k')
     model = regzoo.create_model(weight.name)
-    cfg = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
-    cfg = cfg['pretrained_cfg']
-    assert (cfg['tag'], cfg['label_set'], cfg['top1'], cfg['top5']) == (
-        weight.tag, weight.label_set, weight.top1, weight.top5)
+    config = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
+    assert config['pretrained_cfg']['tag'] == weight.tag
+    assert config['label_names'] == list(label_names(weight.label_set))
+    again = regzoo.create_model('regnety_002', checkpoint_path=str(tmp_path)).pretrained_cfg
+    assert (again.tag, again.label_set) == (weight.tag, weight.label_set)
+
+
+def test_saved_config_is_read_by_timm(tmp_path):
+    """The timm-format config.json holds timm's pretrained_cfg keys only, so timm builds from it too."""
+    import timm
+
+    model = regzoo.create_model('regnetx_002.pycls_in1k', num_classes=3).eval()
+    regzoo.save_pretrained(model, tmp_path, format='timm')
+    reference = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(reference(x), model(x))
 
 
 def test_user_registered_arch_saves_and_reloads(tmp_path):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,31 @@ def test_pycls_optimizer_and_schedule_match_pycls():
     np.testing.assert_allclose(ours_lrs[5:], ref_lrs[5:], rtol=1e-12)
     # during warmup timm ramps linearly to lr, pycls ramps to the cosine value: they differ by < 0.4%
     np.testing.assert_allclose(ours_lrs[:5], ref_lrs[:5], rtol=4e-3)
+
+
+def test_finetune_recipe_is_short_and_gentle_and_leaves_eval_settings_to_the_weight():
+    args = resolve_args(parse_args(['--recipe', 'finetune']), world_size=1)
+    assert (args.epochs, args.batch_size, args.lr) == (10, 32, pytest.approx(0.005))  # 0.01 per 64 images
+    assert (args.mixup, args.cutmix, args.aa, args.model_ema, args.drop_path) == (0, 0, None, False, 0)
+    assert (args.img_size, args.crop_pct, args.interpolation, args.mean, args.std) == (None,) * 5
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no BatchNorm-batch warning: that is about from-scratch recipes
+        resolve_args(parse_args(['--recipe', 'finetune', '-b', '8']), world_size=1, recipe_batch_size=None)
+
+
+def test_run_data_config_flags_over_the_weight_over_train_defaults():
+    from regzoo.data.transforms import DataConfig
+    from regzoo.training.loaders import run_data_config
+    weight = regzoo.get_pretrained_cfg('regnety_032.ra_in1k')  # train 224, test 288 crop 1.0, bicubic
+    size, config = run_data_config(parse_args([]), weight, in_chans=3)
+    assert size == (224, 224)
+    assert config == DataConfig(input_size=(3, 288, 288), interpolation='bicubic', crop_pct=1.0)
+    size, config = run_data_config(parse_args(['--img-size', '96', '--interpolation', 'bilinear']), weight, 3)
+    assert size == (96, 96) and config == DataConfig(input_size=(3, 96, 96), interpolation='bilinear', crop_pct=1.0)
+    size, config = run_data_config(parse_args([]), None, in_chans=3)  # from scratch: train.py's defaults
+    assert size == (224, 224) and config == DataConfig(interpolation='bilinear', crop_pct=0.875)
+    with pytest.raises(TrainingInputError, match='mean needs 1 or 3 values'):
+        run_data_config(parse_args(['--mean', '0.5', '0.5']), None, in_chans=3)
 
 
 def test_improved_recipe_exempts_norm_and_bias_from_weight_decay():
@@ -230,8 +256,43 @@ def test_missing_data_dir(tmp_path):
     with pytest.raises(TrainingInputError, match=r'--data-dir .*nowhere does not exist'):
         main(['--data-dir', str(tmp_path / 'nowhere'), *TINY])
     cli = run_train(['--data-dir', str(tmp_path / 'nowhere'), *TINY])
-    assert cli.returncode == 1 and cli.stderr.strip().startswith('train.py: error: --data-dir')
-    assert 'Traceback' not in cli.stderr
+    assert cli.returncode == 2 and cli.stderr.strip().startswith('train.py: error: --data-dir')
+    assert 'Traceback' not in cli.stderr and len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_bad_flags_and_model_kwargs_are_one_line_and_exit_2(data_dir, tmp_path):
+    """The same exit code as validate.py for the same kind of mistake: 2, one line on stderr, no traceback."""
+    common = ['--data-dir', str(data_dir), *TINY, '--epochs', '1', '-b', '16', '--output', str(tmp_path)]
+    for extra, message in (
+            (['--model-kwargs', 'se_ration=0.25'], "unexpected keyword argument 'se_ration'; did you mean 'se_ratio'"),
+            (['--model', 'regnetx_00'], "unknown model 'regnetx_00'"),
+            (['--initial-checkpoint', str(tmp_path / 'nope.safetensors')], 'nope.safetensors does not exist'),
+            (['--epochs', 'ten'], "argument --epochs: invalid int value: 'ten'"),
+            (['--interpolation', 'bicubc'], "argument --interpolation: invalid choice: 'bicubc'")):
+        cli = run_train([*common, *extra])
+        assert cli.returncode == 2, (extra, cli.stderr[-2000:])
+        lines = cli.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('train.py: error: ') and message in lines[0], (extra, lines)
+
+
+def test_help_shows_every_default():
+    from regzoo.training.args import build_parser
+    parser = build_parser()
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.dest != 'help':
+            assert 'default' in formatter._get_help_string(action), action.option_strings
+    cli = run_train(['--help'])
+    assert cli.returncode == 0
+    for text in ('(default: 100)', 'min(available CPUs, 8)', "default: the starting weight's", 'finetune: opt=sgd'):
+        assert text in cli.stdout, text
+
+
+def test_default_workers_are_the_available_cpus_up_to_8(monkeypatch):
+    monkeypatch.delenv('LOCAL_WORLD_SIZE', raising=False)
+    assert parse_args([]).workers == min(len(os.sched_getaffinity(0)), 8)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '64')  # torchrun's processes on this machine share the CPUs
+    assert parse_args([]).workers == 1
 
 
 def test_missing_split_names_what_is_there(data_dir):

@@ -52,7 +52,7 @@ def _output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
 
 
 def export_torchscript(model: nn.Module, path: str | Path) -> Runner:
-    """``torch.jit.script`` (not trace: no shape is frozen), saved with ``torch.jit.save``; returns the re-loaded runner."""
+    """``torch.jit.script`` (not trace: no shape is frozen), saved with ``torch.jit.save``; returns the reloaded one."""
     torch.jit.save(torch.jit.script(model), str(path))
     loaded = torch.jit.load(str(path))
     return lambda x: _as_list(loaded(x))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -18,8 +18,10 @@ from tqdm import tqdm
 from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.eval.loop import Prediction, TopkCounts, count_topk
+from regzoo.utils.runtime import default_workers
 from regzoo.utils.timing import Stopwatch, device_synchronizer
 from regzoo.zoo.builder import create_model
+from regzoo.zoo.loading import resolve_checkpoint
 from regzoo.zoo.metrics import PublishedRef, lookup_published
 from regzoo.zoo.registry import REGISTRY, list_models, model_entrypoint
 
@@ -34,7 +36,7 @@ class EvalOptions:
     checkpoint: str | None = None
     num_classes: int | None = None
     batch_size: int = 256
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(available CPUs, 8)
     device: str = 'cpu'
     channels_last: bool = False
     amp_dtype: torch.dtype | None = None
@@ -108,7 +110,8 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
 
     def on_batch(n: int, correct1: int, correct5: int) -> None:
         bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
-        if opts.log_freq and step % opts.log_freq == 0:
+        # the bar shows progress on a terminal; log lines are for logs (no bar there: tqdm draws only on a TTY)
+        if opts.log_freq and bar.disable and step % opts.log_freq == 0:
             _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
                          100 * correct5 / n)
 
@@ -120,6 +123,20 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
     return EvalCounts(counts, watch.seconds, tuple(skipped))
 
 
+def checkpoint_config(path: str) -> dict:
+    """The config a checkpoint path carries (a saved folder's or a train.py run's config.json; {} if none),
+    read without its tensors; unreadable or non-weights paths raise here, before any model is built."""
+    return resolve_checkpoint(path, log=False)[1]
+
+
+def checkpoint_architecture(path: str) -> str:
+    """The architecture a checkpoint's config.json names (what ``--model`` defaults to with ``--checkpoint``)."""
+    arch = checkpoint_config(path).get('architecture')
+    if not arch:
+        raise ValueError(f'--model is required: checkpoint {path} has no config.json naming its architecture')
+    return arch
+
+
 def _build_model(name: str, opts: EvalOptions) -> nn.Module:
     """The model with its weights, through ``create_model`` like every other entry point.
 
@@ -128,6 +145,8 @@ def _build_model(name: str, opts: EvalOptions) -> nn.Module:
     only checks it.
     """
     model_entrypoint(name)  # an unknown name raises here, with close matches, not as a checkpoint problem
+    if opts.checkpoint:
+        checkpoint_config(opts.checkpoint)  # a missing, unreadable or non-weights file says so itself, unwrapped
     with_weights = bool(opts.pretrained or opts.checkpoint)
     try:
         model = create_model(name, pretrained=opts.pretrained, checkpoint_path=opts.checkpoint,
@@ -175,10 +194,16 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
     # in_chans: an --img-size override keeps the model's channel count (the cfg's input_size is replaced)
     data_config = resolve_data_config({'in_chans': model.in_chans, **(overrides or {})}, model=model,
                                       use_test_size=not opts.use_train_size)
+    class_map = read_class_map(opts.class_map) if opts.class_map else None
+    if class_map is None and opts.checkpoint and not opts.label_file:
+        # a trained run's classes (its class folder names) in its classifier's order, not a re-sort of today's folders
+        names = checkpoint_config(opts.checkpoint).get('label_names')
+        if isinstance(names, list) and len(names) == num_classes:
+            class_map = {str(n): i for i, n in enumerate(names)}
     dataset = build_eval_dataset(
         opts.data_dir, _eval_transform(data_config, model.in_chans), num_classes=num_classes,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
-        num_samples=opts.num_samples, class_map=read_class_map(opts.class_map) if opts.class_map else None)
+        num_samples=opts.num_samples, class_map=class_map)
     param_count = sum(p.numel() for p in model.parameters())
     _logger.info('%s: %d params, eval cfg %s', full_name, param_count, data_config)
 

@@ -6,7 +6,10 @@ a ``--resume`` checkpoint < flags given on the command line. Flag names follow t
 from __future__ import annotations
 
 import argparse
+import ast
 import math
+import os
+import textwrap
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -14,85 +17,156 @@ from typing import Any
 
 import yaml
 
+from regzoo.data.transforms import INTERPOLATIONS
 from regzoo.training.errors import TrainingInputError
 from regzoo.utils.names import did_you_mean
+from regzoo.utils.runtime import MAX_DEFAULT_WORKERS, ArgumentParser, available_cpus
 
-RECIPES = ('pycls', 'improved')
-# keys that describe where this run reads and writes, never inherited from a resumed run's args
-_RUN_LOCATION_KEYS = ('resume', 'config', 'output', 'experiment')
+RECIPES = ('pycls', 'improved', 'finetune')
+# from-scratch recipes whose per-process batch sets the BatchNorm statistics they were published with
+BATCH_SENSITIVE_RECIPES = ('pycls', 'improved')
+# keys that describe where this run reads and writes, or the machine it runs on: never inherited from a resumed
+# run's args (data-loading workers do not change the result: every image's augmentation is seeded by its index)
+_RUN_LOCATION_KEYS = ('resume', 'config', 'output', 'experiment', 'workers')
+# train.py's own eval settings when no starting weight brings its own (pycls: bilinear, resize 256 -> crop 224)
+TRAIN_DATA_DEFAULTS = {'input_size': (3, 224, 224), 'crop_pct': 0.875, 'interpolation': 'bilinear'}
+_WEIGHT_DEFAULT = "default: the starting weight's (--pretrained / --initial-checkpoint), else "
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every flag's default in --help: '(default: X)' unless the help text already says what the default is."""
+
+    def _get_help_string(self, action):
+        if 'default' in (action.help or ''):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _kwarg(text: str) -> tuple[str, Any]:
+    """'KEY=VALUE' -> (KEY, VALUE as a Python literal, else the string), as timm's --model-kwargs."""
+    key, sep, value = text.partition('=')
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f'expected KEY=VALUE, got {text!r}')
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _recipes_epilog() -> str:
+    lines = ['recipes (regzoo/training/recipes/NAME.yaml; their values replace the defaults above, flags typed '
+             'on the command line win):']
+    for name in RECIPES:
+        values = ', '.join(f'{k}={v}' for k, v in load_recipe(name).items())
+        lines.append(textwrap.fill(f'{name}: {values}', width=100, initial_indent='  ', subsequent_indent='    '))
+    return '\n'.join(lines)
+
+
+def default_workers() -> int:
+    """Data-loading processes per training process: min(available CPUs, 8), the CPUs shared among the
+    processes torchrun starts on this machine."""
+    per_process = available_cpus() // max(int(os.environ.get('LOCAL_WORLD_SIZE', 1)), 1)
+    return max(min(per_process, MAX_DEFAULT_WORKERS), 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser('train.py', description='Train a regzoo RegNet (one process or torchrun DDP).')
-    p.add_argument('--recipe', choices=RECIPES, help='named preset: the paper recipe (pycls) or the improved one')
-    p.add_argument('-c', '--config', help='YAML file of arg defaults (keys are the flag names with underscores)')
+    class Formatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    p = ArgumentParser('train.py', formatter_class=Formatter, epilog=_recipes_epilog(),
+                       description='Train or fine-tune a regzoo RegNet (one process, or torchrun DDP). Precedence, '
+                                   'lowest first: these defaults < --recipe < --config < a --resume run\'s args < '
+                                   'flags typed now.')
+    p.add_argument('--recipe', choices=RECIPES, help='named preset, listed at the end (default: none)')
+    p.add_argument('-c', '--config', help='YAML file of arg defaults, keys are the flag names with underscores '
+                                          '(default: none)')
     g = p.add_argument_group('data')
-    g.add_argument('--data-dir', help='folder holding <train-split>/ and <val-split>/ ImageFolder trees')
-    g.add_argument('--train-split', default='train')
-    g.add_argument('--val-split', default='val')
-    g.add_argument('-j', '--workers', type=int, default=4)
-    g.add_argument('--img-size', type=int, default=224, help='train and eval crop size')
-    g.add_argument('--crop-pct', type=float, default=0.875, help='eval: resize to img_size / crop_pct, center crop')
-    g.add_argument('--interpolation', default='bilinear')
+    g.add_argument('--data-dir', help='folder holding <train-split>/ and <val-split>/ ImageFolder trees '
+                                      '(required: no default)')
+    g.add_argument('--train-split', default='train', help='train split folder under --data-dir')
+    g.add_argument('--val-split', default='val', help='validation split folder under --data-dir')
+    g.add_argument('-j', '--workers', type=int, default=default_workers(),
+                   help='data-loading processes per training process (0: load in the main process); '
+                        'default: min(available CPUs, 8) = %(default)s')
+    g.add_argument('--img-size', type=int, default=None,
+                   help='train crop and eval size; ' + _WEIGHT_DEFAULT + '224 (a weight trains at its train size '
+                        'and evaluates at its test size)')
+    g.add_argument('--crop-pct', type=float, default=None,
+                   help='eval: resize to size / crop_pct, center crop; ' + _WEIGHT_DEFAULT + '0.875')
+    g.add_argument('--interpolation', choices=INTERPOLATIONS, default=None,
+                   help='resize filter, train and eval; ' + _WEIGHT_DEFAULT + 'bilinear')
+    g.add_argument('--mean', type=float, nargs='+', default=None, metavar='MEAN',
+                   help='normalization mean; ' + _WEIGHT_DEFAULT + "ImageNet's")
+    g.add_argument('--std', type=float, nargs='+', default=None, metavar='STD',
+                   help='normalization std; ' + _WEIGHT_DEFAULT + "ImageNet's")
     g.add_argument('--scale', type=float, nargs=2, default=(0.08, 1.0), help='random-resized-crop area range')
-    g.add_argument('--hflip', type=float, default=0.5)
-    g.add_argument('--color-jitter', type=float, default=0.4)
-    g.add_argument('--aa', default=None, help='timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1')
+    g.add_argument('--hflip', type=float, default=0.5, help='horizontal flip probability')
+    g.add_argument('--color-jitter', type=float, default=0.4, help='color jitter strength (0: off)')
+    g.add_argument('--aa', default=None, help='timm auto-augment spec, e.g. rand-m9-mstd0.5-inc1 (default: none)')
     g.add_argument('--reprob', type=float, default=0.0, help='random erasing probability')
     g.add_argument('--pca-lighting', type=float, default=0.0, help='AlexNet PCA lighting noise std (pycls: 0.1)')
-    g.add_argument('--mixup', type=float, default=0.0)
-    g.add_argument('--cutmix', type=float, default=0.0)
-    g.add_argument('--mixup-prob', type=float, default=1.0)
-    g.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    g.add_argument('--mixup-mode', default='batch')
-    g.add_argument('--smoothing', type=float, default=0.0)
+    g.add_argument('--mixup', type=float, default=0.0, help='mixup alpha (0: off)')
+    g.add_argument('--cutmix', type=float, default=0.0, help='cutmix alpha (0: off)')
+    g.add_argument('--mixup-prob', type=float, default=1.0, help='probability of mixing a batch')
+    g.add_argument('--mixup-switch-prob', type=float, default=0.5, help='probability of cutmix instead of mixup')
+    g.add_argument('--mixup-mode', default='batch', help='mix per batch, pair or elem')
+    g.add_argument('--smoothing', type=float, default=0.0, help='label smoothing')
     g = p.add_argument_group('model')
-    g.add_argument('--model', default='regnety_032')
-    g.add_argument('--pretrained', action='store_true')
-    g.add_argument('--initial-checkpoint', default=None, help='weights to start from (any format regzoo loads)')
+    g.add_argument('--model', default='regnety_032', help='arch, arch.tag or alias (see regzoo.list_models())')
+    g.add_argument('--pretrained', action='store_true',
+                   help='start from the published weight (the arch\'s default one, or the tag in --model)')
+    g.add_argument('--initial-checkpoint', default=None,
+                   help='start from these weights: any file or folder regzoo loads, a run folder too (default: none)')
     g.add_argument('--num-classes', type=int, default=None, help='default: the number of class folders')
+    g.add_argument('--model-kwargs', nargs='*', type=_kwarg, default=None, metavar='KEY=VALUE',
+                   help='more create_model kwargs, e.g. se_ratio=0.25 output_stride=16 (default: none)')
     g.add_argument('--drop', type=float, default=0.0, help='dropout before the classifier')
-    g.add_argument('--drop-path', type=float, default=0.0)
+    g.add_argument('--drop-path', type=float, default=0.0, help='drop-path (stochastic depth) rate')
     g.add_argument('--zero-init-last', action=argparse.BooleanOptionalAction, default=True,
-                   help='zero the last BN gamma of each block (timm default; pycls: off)')
-    g.add_argument('--sync-bn', action='store_true')
-    g.add_argument('--channels-last', action='store_true')
-    g.add_argument('--model-ema', action='store_true')
-    g.add_argument('--model-ema-decay', type=float, default=0.9998)
-    g.add_argument('--model-ema-warmup', action='store_true')
+                   help='zero the last BN gamma of each block (timm: on; pycls: off)')
+    g.add_argument('--sync-bn', action='store_true', help='SyncBatchNorm across processes (CUDA only)')
+    g.add_argument('--channels-last', action='store_true', help='channels_last memory format')
+    g.add_argument('--model-ema', action='store_true', help='keep an EMA of the weights (it decides "best")')
+    g.add_argument('--model-ema-decay', type=float, default=0.9998, help='EMA decay')
+    g.add_argument('--model-ema-warmup', action='store_true', help='ramp the EMA decay up over the first updates')
     g = p.add_argument_group('optimization')
-    g.add_argument('--epochs', type=int, default=100)
-    g.add_argument('-b', '--batch-size', type=int, default=128, help='per process')
-    g.add_argument('-vb', '--validation-batch-size', type=int, default=None)
-    g.add_argument('--grad-accum-steps', type=int, default=1)
+    g.add_argument('--epochs', type=int, default=100, help='epochs to train')
+    g.add_argument('-b', '--batch-size', type=int, default=128, help='images per process per step')
+    g.add_argument('-vb', '--validation-batch-size', type=int, default=None, help='default: --batch-size')
+    g.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per update')
     g.add_argument('--opt', default='sgd', help="timm optimizer name: 'sgd' is Nesterov SGD, 'momentum' plain")
-    g.add_argument('--momentum', type=float, default=0.9)
-    g.add_argument('--weight-decay', type=float, default=2e-5)
+    g.add_argument('--momentum', type=float, default=0.9, help='optimizer momentum')
+    g.add_argument('--weight-decay', type=float, default=2e-5, help='weight decay')
     g.add_argument('--decay-norm-bias', action=argparse.BooleanOptionalAction, default=False,
                    help='apply weight decay to norm and bias params too (pycls) instead of exempting them (timm)')
-    g.add_argument('--clip-grad', type=float, default=None)
-    g.add_argument('--lr', type=float, default=None, help='absolute lr; default: lr_base scaled by global batch')
-    g.add_argument('--lr-base', type=float, default=0.1)
-    g.add_argument('--lr-base-size', type=int, default=256)
-    g.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default='linear')
-    g.add_argument('--sched', choices=('cosine', 'step'), default='cosine')
+    g.add_argument('--clip-grad', type=float, default=None, help='clip the gradient norm to this (default: off)')
+    g.add_argument('--lr', type=float, default=None, help='absolute lr; default: --lr-base scaled by global batch')
+    g.add_argument('--lr-base', type=float, default=0.1, help='lr per --lr-base-size images of global batch')
+    g.add_argument('--lr-base-size', type=int, default=256, help='the global batch --lr-base is given for')
+    g.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default='linear', help='how the lr follows the batch')
+    g.add_argument('--sched', choices=('cosine', 'step'), default='cosine', help='lr schedule')
     g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not epoch')
-    g.add_argument('--min-lr', type=float, default=0.0)
-    g.add_argument('--decay-epochs', type=float, default=30)
-    g.add_argument('--decay-rate', type=float, default=0.1)
-    g.add_argument('--warmup-epochs', type=int, default=0)
-    g.add_argument('--warmup-lr', type=float, default=None, help='absolute warmup start lr')
-    g.add_argument('--warmup-factor', type=float, default=None, help='warmup start as a fraction of lr (pycls: 0.1)')
-    g.add_argument('--cooldown-epochs', type=int, default=0)
+    g.add_argument('--min-lr', type=float, default=0.0, help='lr at the end of the schedule')
+    g.add_argument('--decay-epochs', type=float, default=30, help='step schedule: epochs between decays')
+    g.add_argument('--decay-rate', type=float, default=0.1, help='step schedule: lr factor per decay')
+    g.add_argument('--warmup-epochs', type=int, default=0, help='linear warmup epochs')
+    g.add_argument('--warmup-lr', type=float, default=None, help='absolute warmup start lr; default: 1e-5, '
+                                                                 'or --warmup-factor x lr')
+    g.add_argument('--warmup-factor', type=float, default=None,
+                   help='warmup start as a fraction of lr, pycls: 0.1 (default: none)')
+    g.add_argument('--cooldown-epochs', type=int, default=0, help='epochs at --min-lr after the schedule')
     g = p.add_argument_group('run')
-    g.add_argument('--amp', action='store_true')
-    g.add_argument('--amp-dtype', choices=('bfloat16', 'float16'), default='float16')
+    g.add_argument('--amp', action='store_true', help='mixed-precision autocast')
+    g.add_argument('--amp-dtype', choices=('bfloat16', 'float16'), default='float16', help='autocast dtype')
     g.add_argument('--device', default=None, help='default: cuda when available, else cpu')
-    g.add_argument('--seed', type=int, default=42)
-    g.add_argument('--output', default='output/train')
-    g.add_argument('--experiment', default=None, help='run folder name under --output')
-    g.add_argument('--resume', default=None, help='a last.state.pt / last.safetensors file or a run folder')
-    g.add_argument('--log-interval', type=int, default=50, help='updates between log lines')
+    g.add_argument('--seed', type=int, default=42, help='seeds the init, the data order and every augmentation')
+    g.add_argument('--output', default='output/train', help='folder of run folders')
+    g.add_argument('--experiment', default=None, help='run folder name under --output; '
+                                                      'default: <date>-<time>-<model>-<size>')
+    g.add_argument('--resume', default=None, help='continue a run: its folder, or a last.state.pt / last.safetensors '
+                                                  '(default: none)')
+    g.add_argument('--log-interval', type=int, default=50,
+                   help='updates between log lines (progress bars only on a terminal)')
     return p
 
 
@@ -146,6 +220,10 @@ def parse_args(argv: list[str] | None = None, resumed_args: dict[str, Any] | Non
     for action in typed._actions:
         action.default = argparse.SUPPRESS
     args.cli_keys = sorted(vars(typed.parse_args(argv)))
+    if isinstance(args.model_kwargs, list):  # typed as KEY=VALUE pairs
+        args.model_kwargs = dict(args.model_kwargs)
+    if args.model_kwargs is not None and not isinstance(args.model_kwargs, dict):
+        raise TrainingInputError(f'model_kwargs must be a mapping of create_model kwargs, got {args.model_kwargs!r}')
     return args
 
 
@@ -182,6 +260,14 @@ def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: i
     return args
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
-    """Plain YAML/torch.load(weights_only=True)-safe dict of the resolved args."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(vars(args).items())}
+    """Plain YAML/torch.load(weights_only=True)-safe dict of the resolved args (tuples as lists)."""
+    return {k: _plain(v) for k, v in sorted(vars(args).items())}

@@ -1,12 +1,19 @@
-"""Checkpoints: weights as safetensors, training state as a plain dict, both written atomically.
+"""Checkpoints: weights as safetensors, training state as a plain dict, the run's config.json, all written atomically.
 
 A save ``<name>`` writes ``<name>.safetensors`` (model weights and BN buffers) and ``<name>.state.pt``
 (optimizer, scheduler, EMA weights, epoch/step, RNG states, resolved args: only tensors and builtins,
 so it loads with ``torch.load(weights_only=True)``). Both carry the same ``save_id`` so a pair torn
 by a crash between the two renames is detected instead of silently mixed.
+
+Every weights file's metadata names the run's ``config.json`` (timm's hub config: architecture, model_args,
+num_classes, the class folder names as ``label_names``, and the eval data config the run validated with), so
+``create_model(checkpoint_path=RUN or RUN/best.safetensors)`` and ``validate.py --checkpoint`` rebuild and
+evaluate the model as the run did. One config describes all of a run's weights files: they share them.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 import uuid
 from pathlib import Path
@@ -17,16 +24,48 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from regzoo.data.transforms import DataConfig
 from regzoo.training.errors import TrainingInputError
 from regzoo.utils.files import atomic_write
+from regzoo.zoo.loading import CONFIG_METADATA_KEY, CONFIG_NAME
+from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.saving import timm_config, write_config
 
 STATE_SUFFIX = '.state.pt'
 WEIGHTS_SUFFIX = '.safetensors'
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write weights whose metadata points to the run's config.json beside them (``write_run_config``)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    metadata = {'format': 'pt', **metadata, CONFIG_METADATA_KEY: CONFIG_NAME}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def run_pretrained_cfg(model: torch.nn.Module, base: PretrainedCfg | None, train_size: tuple[int, int],
+                       data: DataConfig) -> PretrainedCfg:
+    """The pretrained cfg of a run's weights: ``base`` (the starting weight's, else a blank one for the arch)
+    with the run's classifier and the data config it trained (``input_size``) and validated with (the rest).
+
+    Not the starting weight any more: no tag, label set or published numbers. The eval size is the test size
+    when it differs from the train size, so ``resolve_data_config`` (test size by default) gives back ``data``.
+    """
+    base = base if isinstance(base, PretrainedCfg) else PretrainedCfg(model.arch, '')
+    train_input = (data.input_size[0], *train_size)
+    reduction = model.feature_info[-1]['reduction']
+    changes = dict(
+        tag='', num_classes=model.num_classes, label_set=None, top1=None, top5=None, metrics_source=None,
+        input_size=train_input, test_input_size=None if tuple(data.input_size) == train_input else data.input_size,
+        min_input_size=None, pool_size=tuple(math.ceil(s / reduction) for s in train_size), test_pool_size=None,
+        crop_pct=data.crop_pct, test_crop_pct=None, crop_mode=data.crop_mode, interpolation=data.interpolation,
+        mean=data.mean, std=data.std)
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    return base.replace(**{k: v for k, v in changes.items() if k in fields})
+
+
+def write_run_config(run_dir: Path, model: torch.nn.Module, cfg: PretrainedCfg, label_names: list[str]) -> Path:
+    """The run's ``config.json`` (timm's hub layout, through the one writer ``regzoo.zoo.saving`` has)."""
+    return write_config(run_dir / CONFIG_NAME, timm_config(model, pretrained_cfg=cfg, label_names=label_names))
 
 
 def rng_states() -> dict[str, Any]:

@@ -17,15 +17,19 @@ def build_model(args: argparse.Namespace, resume_weights: str | os.PathLike | No
     A resume never fetches the weights its run started from (--pretrained, --initial-checkpoint stay in
     the resumed args): they were trained past, and may be gone or offline by now.
     """
-    kwargs = dict(num_classes=args.num_classes, drop_rate=args.drop, drop_path_rate=args.drop_path,
-                  zero_init_last=args.zero_init_last)
+    kwargs = {**(args.model_kwargs or {}), 'num_classes': args.num_classes, 'drop_rate': args.drop,
+              'drop_path_rate': args.drop_path, 'zero_init_last': args.zero_init_last}
     pretrained = args.pretrained and resume_weights is None
+    source = f'--model {args.model}'
     if resume_weights is not None or args.initial_checkpoint:
         kwargs['checkpoint_path'] = resume_weights or args.initial_checkpoint
+        source += f' with {"--resume" if resume_weights else "--initial-checkpoint"} {kwargs["checkpoint_path"]}'
     try:
         return create_model(args.model, pretrained=pretrained, **kwargs)
-    except ValueError as e:  # unknown model name (with close matches), bad kwargs
-        raise TrainingInputError(f'--model {args.model}: {e}') from None
+    except TypeError as e:  # an unknown create_model kwarg (--model-kwargs, or a checkpoint's model_args)
+        raise TrainingInputError(f'{source}: {e}' + (' (check --model-kwargs)' if args.model_kwargs else '')) from None
+    except (ValueError, OSError) as e:  # unknown model name (with close matches), unreadable or missing weights
+        raise TrainingInputError(f'{source}: {e}') from None
 
 
 def create_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from regzoo.eval.loop import count_topk
 from regzoo.training.distributed import DistInfo, all_reduce_sum, any_process
 from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all
+from regzoo.utils.runtime import stderr_is_tty
 from regzoo.utils.timing import Stopwatch
 
 
@@ -44,6 +45,13 @@ class EpochResult:
     stopped: bool             # a stop signal ended it early
 
 
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def autocast(args: argparse.Namespace, device: torch.device):
     if not args.amp:
         return contextlib.nullcontext()
@@ -60,8 +68,10 @@ def train_one_epoch(parts: TrainParts, epoch: int, start_update: int, global_upd
     batches = iter(parts.loader)
     updates = sampler.updates_per_epoch
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    bar = tqdm(total=updates, initial=start_update, desc=f'epoch {epoch}', disable=not info.is_primary,
-               file=sys.stderr, leave=False, dynamic_ncols=True)
+    # a bar only on a terminal; log lines otherwise (and when stdout goes elsewhere than the bar's terminal)
+    bar = tqdm(total=updates, initial=start_update, desc=f'epoch {epoch}',
+               disable=not (info.is_primary and stderr_is_tty()), file=sys.stderr, leave=False, dynamic_ncols=True)
+    log_lines = bar.disable or not _isatty(sys.stdout)
     local_loss, local_images = 0.0, 0
     watch = Stopwatch()
     with watch:
@@ -101,7 +111,7 @@ def train_one_epoch(parts: TrainParts, epoch: int, start_update: int, global_upd
             bar.update(1)
             lr = parts.optimizer.param_groups[0]['lr']
             bar.set_postfix(loss=f'{loss.item():.3f}', lr=f'{lr:.3g}')
-            if (update + 1) % args.log_interval == 0 or update + 1 == updates:
+            if log_lines and ((update + 1) % args.log_interval == 0 or update + 1 == updates):
                 log(f'train epoch {epoch} update {update + 1}/{updates} loss {loss.item():.4f} lr {lr:.6g}')
             if any_process(bool(stop_requested()), info):
                 bar.close()

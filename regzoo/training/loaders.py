@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from regzoo.data.transforms import DataConfig, resolve_data_config
 from regzoo.data.transforms import create_transform as create_eval_transform
-from regzoo.data.transforms import resolve_data_config
+from regzoo.training.args import TRAIN_DATA_DEFAULTS
 from regzoo.training.errors import TrainingInputError
 
 if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
@@ -62,14 +63,36 @@ class PcaLighting:
         return f'PcaLighting(std={self.std})'
 
 
+def run_data_config(args: argparse.Namespace, start_cfg, in_chans: int) -> tuple[tuple[int, int], DataConfig]:
+    """(train crop size, eval data config) of a run: flags > the starting weight's cfg > train.py's defaults.
+
+    ``start_cfg``: the eval settings of the weight the run starts from (a PretrainedCfg or a dict with its
+    fields), or None. A weight trains at its train size (``input_size``) and evaluates at its test size and
+    crop (``test_input_size`` / ``test_crop_pct``), as timm's validate.py would evaluate it; ``--img-size``
+    sets both sizes.
+    """
+    given = {'img_size': args.img_size, 'crop_pct': args.crop_pct, 'interpolation': args.interpolation,
+             'mean': args.mean, 'std': args.std, 'in_chans': in_chans}
+    base = start_cfg if start_cfg is not None else {**TRAIN_DATA_DEFAULTS,
+                                                    'input_size': (in_chans, *TRAIN_DATA_DEFAULTS['input_size'][1:])}
+    try:
+        train = resolve_data_config(given, pretrained_cfg=base, use_test_size=False)
+        evaluation = resolve_data_config(given, pretrained_cfg=base, use_test_size=True)
+    except (TypeError, ValueError) as e:
+        raise TrainingInputError(f'--img-size/--crop-pct/--interpolation/--mean/--std: {e}') from None
+    return train.input_size[1:], evaluation
+
+
 def train_transform(args: argparse.Namespace):
+    """timm's train transform at the run's train size, with its eval interpolation and normalization."""
     from timm.data import create_transform
     from torchvision.transforms import Normalize
 
+    data = args.data_config
     tf = create_transform(
-        args.img_size, is_training=True, scale=tuple(args.scale), hflip=args.hflip,
-        color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=args.interpolation,
-        re_prob=args.reprob)
+        tuple(args.train_size), is_training=True, scale=tuple(args.scale), hflip=args.hflip,
+        color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=data['interpolation'],
+        mean=tuple(data['mean']), std=tuple(data['std']), re_prob=args.reprob)
     if args.pca_lighting:
         at = next(i for i, t in enumerate(tf.transforms) if isinstance(t, Normalize)) + 1
         tf.transforms.insert(at, PcaLighting(args.pca_lighting))
@@ -77,10 +100,8 @@ def train_transform(args: argparse.Namespace):
 
 
 def eval_transform(args: argparse.Namespace):
-    """Resize the short side to img_size / crop_pct, center-crop img_size (pycls: 256 -> 224)."""
-    config = resolve_data_config({'img_size': args.img_size, 'crop_pct': args.crop_pct,
-                                  'interpolation': args.interpolation})
-    return create_eval_transform(config)
+    """The eval transform of the run's data config: resize to size / crop_pct, center crop (pycls: 256 -> 224)."""
+    return create_eval_transform(args.data_config)
 
 
 def _image_folder(data_dir: Path, split: str) -> ImageFolder:
@@ -99,7 +120,7 @@ def _image_folder(data_dir: Path, split: str) -> ImageFolder:
 
 
 def load_splits(args: argparse.Namespace) -> tuple[ImageFolder, ImageFolder, int]:
-    """Train and val ImageFolders (val with the eval transform) and the number of classes."""
+    """Train and val ImageFolders (no transforms yet: they follow the model's eval cfg) and the number of classes."""
     if not args.data_dir:
         raise TrainingInputError('--data-dir is required')
     data_dir = Path(args.data_dir)
@@ -116,7 +137,6 @@ def load_splits(args: argparse.Namespace) -> tuple[ImageFolder, ImageFolder, int
         raise TrainingInputError(
             f'--num-classes {args.num_classes} conflicts with the data: {data_dir / args.train_split} '
             f'has {num_classes} class folders')
-    val.transform = eval_transform(args)
     return train, val, num_classes
 
 
@@ -172,17 +192,22 @@ class GlobalBatchSampler(Sampler[tuple[int, int]]):
                 yield index, mix_seed(self.seed, self.epoch, index)
 
 
-def train_loader(train: ImageFolder, args: argparse.Namespace, rank: int) -> tuple[DataLoader, GlobalBatchSampler]:
-    sampler = GlobalBatchSampler(len(train), args.batch_size, args.world_size, rank, args.grad_accum_steps, args.seed)
+def train_sampler(train: ImageFolder, args: argparse.Namespace, rank: int) -> GlobalBatchSampler:
+    """This process's sampler; raises for a global batch larger than the data (before any weights are read)."""
+    return GlobalBatchSampler(len(train), args.batch_size, args.world_size, rank, args.grad_accum_steps, args.seed)
+
+
+def train_loader(train: ImageFolder, args: argparse.Namespace, sampler: GlobalBatchSampler) -> DataLoader:
     loader = DataLoader(
         SeededTransformDataset(train, train_transform(args)), batch_size=args.batch_size, sampler=sampler,
         num_workers=args.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
         persistent_workers=False)  # workers re-read the sampler's epoch / start step every epoch
-    return loader, sampler
+    return loader
 
 
 def val_loader(val: ImageFolder, args: argparse.Namespace, rank: int) -> DataLoader:
     # every image exactly once over all processes (no padding), so the summed metrics are exact
+    val.transform = eval_transform(args)
     indices = list(range(rank, len(val), args.world_size))
     return DataLoader(torch.utils.data.Subset(val, indices), batch_size=args.validation_batch_size or args.batch_size,
                       num_workers=args.workers, shuffle=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import signal
 import threading
 import time
@@ -13,13 +14,15 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from regzoo.training.args import args_to_dict, load_recipe, parse_args, resolve_args
+from regzoo.training.args import BATCH_SENSITIVE_RECIPES, args_to_dict, load_recipe, parse_args, resolve_args
 from regzoo.training.checkpoint import (
     read_resume_state,
     restore_rng_states,
     resume_paths,
+    run_pretrained_cfg,
     save_checkpoint,
     save_weights,
+    write_run_config,
 )
 from regzoo.training.components import (
     build_model,
@@ -32,7 +35,15 @@ from regzoo.training.components import (
 )
 from regzoo.training.distributed import DistInfo, cleanup, init_distributed
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
-from regzoo.training.loaders import load_splits, seed_all, train_loader, val_loader
+from regzoo.training.loaders import (
+    load_splits,
+    run_data_config,
+    seed_all,
+    train_loader,
+    train_sampler,
+    val_loader,
+)
+from regzoo.utils.files import atomic_write
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
 
@@ -57,8 +68,67 @@ def _run_dir(args: argparse.Namespace) -> Path:
     if args.resume and 'experiment' not in args.cli_keys and 'output' not in args.cli_keys:
         p = Path(args.resume)
         return p if p.is_dir() else p.parent  # continue in the resumed run's folder
-    name = args.experiment or f'{time.strftime("%Y%m%d-%H%M%S")}-{args.model}-{args.img_size}'
+    name = args.experiment or f'{time.strftime("%Y%m%d-%H%M%S")}-{args.model}-{args.train_size[0]}'
     return Path(args.output) / name
+
+
+def _starting_cfg(args: argparse.Namespace, model, resumed) -> tuple[object, str]:
+    """The eval settings the run's own default to, and where they come from (for the plan).
+
+    A resumed run keeps the ones it resolved when it started (its saved args); a run from a weight takes that
+    weight's (``model.pretrained_cfg``: the published cfg, or the config.json saved with a checkpoint);
+    otherwise there are none, and train.py's defaults apply.
+    """
+    if resumed:
+        saved = resumed[1]['args']
+        if saved.get('data_config') and saved.get('train_size'):
+            data = saved['data_config']
+            return {**data, 'input_size': (data['input_size'][0], *saved['train_size']),
+                    'test_input_size': data['input_size']}, 'the resumed run'
+        return None, "train.py's defaults"
+    if args.pretrained or args.initial_checkpoint:
+        cfg = getattr(model, 'pretrained_cfg', None)
+        what = f'--initial-checkpoint {args.initial_checkpoint}' if args.initial_checkpoint else '--pretrained'
+        if cfg is not None:
+            return cfg, f'the starting weight\'s ({what})'
+        return None, f'train.py\'s defaults ({what} carries no eval settings)'
+    return None, "train.py's defaults"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
+
+
+def _plan(args: argparse.Namespace, model, train_set, val_set, updates_per_epoch: int, eval_source: str,
+          run_dir: Path, resumed) -> list[str]:
+    """What the run is about to do, printed before it starts."""
+    data = args.data_config
+    if resumed:
+        start = f'resuming {args.resume}'
+    elif args.initial_checkpoint:
+        start = f'from --initial-checkpoint {args.initial_checkpoint}'
+    elif args.pretrained:
+        start = f'from the pretrained weight {model.pretrained_cfg.name}'
+    else:
+        start = 'from random init'
+    size = 'x'.join(map(str, data['input_size'][1:]))
+    warmup = f', warmup {args.warmup_epochs} epoch(s) from lr {args.warmup_lr:.3g}' if args.warmup_epochs else ''
+    return [
+        f'plan ({"recipe " + args.recipe if args.recipe else "no recipe"}):',
+        f'  model     {args.model}, {model.num_classes} classes, {start}',
+        f'  data      {len(train_set)} train / {len(val_set)} val images in {len(train_set.classes)} classes '
+        f'({Path(args.data_dir) / args.train_split}, {Path(args.data_dir) / args.val_split})',
+        f'  schedule  {args.epochs} epoch(s) x {updates_per_epoch} updates, global batch {args.global_batch_size}, '
+        f'lr {args.lr:.6g}, {args.sched}{warmup}, {args.opt} wd {args.weight_decay:g}',
+        f'  train     random-resized crops {"x".join(map(str, args.train_size))}, scale {tuple(args.scale)}, '
+        f'hflip {args.hflip}' + (f', mixup {args.mixup} / cutmix {args.cutmix}' if args.mixup or args.cutmix else '')
+        + (f', {args.aa}' if args.aa else ''),
+        f'  eval      {size}, crop_pct {data["crop_pct"]:g} ({data["crop_mode"]}), {data["interpolation"]}, '
+        f'mean {tuple(round(v, 4) for v in data["mean"])}, std {tuple(round(v, 4) for v in data["std"])}: '
+        f'{eval_source}',
+        f'  output    {run_dir}',
+    ]
 
 
 def _training_state(parts: TrainParts, epoch: int, step_in_epoch: int, update: int, loss_sum: float,
@@ -87,14 +157,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args, info: DistInfo, resumed, stop_requested) -> int:
-    recipe_batch = load_recipe(args.recipe)['batch_size'] if args.recipe else None
+    recipe_batch = load_recipe(args.recipe).get('batch_size') if args.recipe in BATCH_SENSITIVE_RECIPES else None
     args = resolve_args(args, info.world_size, recipe_batch if info.is_primary else None)
-    log = print if info.is_primary else (lambda *a, **k: None)
+    log = functools.partial(print, flush=True) if info.is_primary else (lambda *a, **k: None)
     train_set, val_set, args.num_classes = load_splits(args)
-    loader, sampler = train_loader(train_set, args, info.rank)
+    sampler = train_sampler(train_set, args, info.rank)  # a batch too large for the data fails before any weights load
     seed_all(args.seed)  # the same initial weights on every process
     # the model's weights come through create_model; the rest of the training state is restored below
     model = build_model(args, resume_paths(args.resume)[0] if resumed else None)
+    # the run's data config: flags > the starting weight's eval settings > train.py's defaults
+    start_cfg, eval_source = _starting_cfg(args, model, resumed)
+    train_size, data_config = run_data_config(args, start_cfg, model.in_chans)
+    args.train_size, args.data_config = list(train_size), args_to_dict(argparse.Namespace(**data_config.to_dict()))
+    run_cfg = run_pretrained_cfg(model, model.pretrained_cfg if start_cfg is not None else None, train_size,
+                                 data_config)
+    loader = train_loader(train_set, args, sampler)
     if args.sync_bn:
         model = convert_sync_bn(model, info.device, info.distributed)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -127,12 +204,18 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
     run_dir = _run_dir(args)
     if info.is_primary:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / 'args.yaml').write_text(yaml.safe_dump(args_to_dict(args), sort_keys=True))
+        atomic_write(run_dir / 'args.yaml', lambda tmp: tmp.write_text(yaml.safe_dump(args_to_dict(args),
+                                                                                       sort_keys=True)))
+        # before any weights: every weights file of the run points to it
+        write_run_config(run_dir, model, run_cfg, list(train_set.classes))
+    for line in _plan(args, model, train_set, val_set, sampler.updates_per_epoch, eval_source, run_dir, resumed):
+        log(line)
     log(f'{args.model}: {info.world_size} process(es) x batch {args.batch_size} x {args.grad_accum_steps} '
         f'accumulation = global batch {args.global_batch_size}; lr {args.lr:.6g} ({args.lr_source}); '
         f'{sampler.updates_per_epoch} updates/epoch; writing {run_dir}'
         + (f'; resuming at epoch {epoch} update {step_in_epoch}' if resumed else ''))
 
+    run_watch, first_epoch = time.monotonic(), epoch
     for epoch in range(epoch, args.epochs):
         result: EpochResult = train_one_epoch(parts, epoch, step_in_epoch, update, loss_sum, images,
                                               stop_requested, log)
@@ -161,9 +244,12 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
                    'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
                    **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
             _append_summary(run_dir / 'summary.csv', row)
+            elapsed = time.monotonic() - run_watch
+            left = elapsed / (epoch - first_epoch + 1) * (args.epochs - epoch - 1)
             log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
                 'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
-                + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else ''))
+                + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
+                + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
             save_checkpoint(run_dir, 'last', model.state_dict(),
                             _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
             if ema is not None:

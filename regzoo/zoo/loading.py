@@ -3,6 +3,8 @@
 Nothing here unpickles arbitrary objects: files are read with safetensors or ``torch.load(weights_only=True)``.
 A warm HF cache is read with ``local_files_only=True`` first, so a cached weight never costs a network call;
 ``HF_HUB_OFFLINE=1`` (read at call time, not at import like huggingface_hub does) forbids the network entirely.
+Online, a missing weight first costs one quick connection attempt per download host (``unreachable``), so with
+no network it fails in about a second instead of after huggingface_hub's retries.
 """
 from __future__ import annotations
 
@@ -24,13 +26,20 @@ from regzoo.models.design import make_stages
 from regzoo.models.layers import init_classifier
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import to_regzoo
-from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.pretrained import TIMM_CFG_KEYS, PretrainedCfg
 
 _LOGGER = logging.getLogger(__name__)
 HUB_FILENAMES = ('model.safetensors', 'pytorch_model.bin')  # safetensors first: it cannot carry code
 DIR_FILENAMES = HUB_FILENAMES
+CONFIG_NAME = 'config.json'
+# a train.py run folder: its weights files, in the order a folder path picks them, and what each one is
+RUN_WEIGHTS = {'best.safetensors': 'the best epoch', 'last.safetensors': 'the last epoch',
+               'ema.safetensors': 'the EMA weights'}
+RUN_STATE_SUFFIX = '.state.pt'  # train.py's training state beside <name>.safetensors (no weights: for --resume)
+CONFIG_METADATA_KEY = 'config'  # safetensors metadata: the name of the config.json beside the file that describes it
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.pyth', '.torch', '.ckpt')
 _TRUE = ('1', 'ON', 'YES', 'TRUE')
+DEFAULT_PROBE_TIMEOUT = 1.0  # seconds a download host gets to accept a connection (REGZOO_CONNECT_TIMEOUT)
 
 
 class CheckpointError(ValueError):
@@ -52,6 +61,12 @@ class Checkpoint:
     @property
     def arch(self) -> str | None:
         return self.config.get('architecture')  # timm's hub config names it; HF's does not
+
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        """Class names in classifier order (timm's ``label_names``: top level, or in ``pretrained_cfg``)."""
+        names = self.config.get('label_names') or (self.config.get('pretrained_cfg') or {}).get('label_names')
+        return tuple(names) if isinstance(names, (list, tuple)) else None
 
     @property
     def model_args(self) -> dict:
@@ -79,12 +94,81 @@ class Checkpoint:
         saved = self.config.get('pretrained_cfg') if self.arch else None
         if not saved:
             return None
-        known = {f.name: f for f in dataclasses.fields(PretrainedCfg)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
-        return PretrainedCfg(**{**values, 'arch': values.get('arch') or arch, 'tag': values.get('tag') or ''})
+        # timm's keys or regzoo's (older saves); class names stand at the top level, where timm writes them
+        known = set(TIMM_CFG_KEYS) | {f.name for f in dataclasses.fields(PretrainedCfg)}
+        values = {k: v for k, v in saved.items() if k in known}
+        if self.label_names is not None:
+            values['label_names'] = self.label_names
+        return PretrainedCfg.from_dict(values, arch=arch)
 
 
 # ---------------------------------------------------------------------------------------------- reading files
+
+def describe_file(path: Path) -> str:
+    """What a file looks like from its first bytes, and its size: 'a text file, 26 bytes', 'an HTML page ...'."""
+    try:
+        size = path.stat().st_size
+        with path.open('rb') as f:
+            head = f.read(512)
+    except OSError as e:
+        return f'unreadable ({e})'
+    if size == 0:
+        return 'empty, 0 bytes'
+    shown = f'{size} bytes' if size < 2 ** 20 else f'{size / 2 ** 20:.1f} MiB'
+    return f'{_file_kind(head)}, {shown}'
+
+
+def _file_kind(head: bytes) -> str:
+    if head.startswith((b'PK\x03\x04', b'PK\x05\x06')):
+        return "a zip archive (the container torch.save writes)"
+    if head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05'):
+        return 'a pickle (the legacy torch.save format, or a plain pickle)'
+    if len(head) > 8 and head[8:9] == b'{' and int.from_bytes(head[:8], 'little') < 2 ** 27:
+        return 'a safetensors file'
+    if head.startswith(b'\x89HDF\r\n\x1a\n'):
+        return 'an HDF5 file (e.g. Keras .h5 weights)'
+    if head.startswith(b'\x1f\x8b'):
+        return 'a gzip-compressed file'
+    for cut in range(4):  # the 512-byte head may end inside a multi-byte character
+        try:
+            text = head[:len(head) - cut].decode('utf-8')
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return 'binary data of no format regzoo reads'
+    if any(not (c.isprintable() or c in '\r\n\t') for c in text):
+        return 'binary data of no format regzoo reads'
+    lower = text.lstrip().lower()
+    if lower.startswith(('<!doctype html', '<html')) or '<html' in lower:
+        return 'an HTML page (a web page saved in place of the file, e.g. a login or error page)'
+    if lower.startswith('version https://git-lfs'):
+        return 'a Git LFS pointer (the weights themselves were never fetched: `git lfs pull`)'
+    if lower.startswith(('{', '[')):
+        return 'JSON text'
+    return 'a text file'
+
+
+def _is_download(path: Path) -> bool:
+    """Whether ``path`` lies in a download cache (the HF hub cache or torch.hub's checkpoints folder)."""
+    path = Path(os.path.abspath(path))
+    caches = (hub_cache_dir(), url_cache_path('x').parent)
+    return any(path.is_relative_to(os.path.abspath(cache)) for cache in caches)
+
+
+def _unreadable(path: Path, what: str, err: Exception) -> CheckpointError:
+    """The error for a file that does not read as ``what``: what it looks like, and what to do about it."""
+    lines = str(err).split('WeightsUnpickler error:')[-1].strip().splitlines()
+    detail = f'{type(err).__name__}: {lines[0][:160]}' if lines else type(err).__name__
+    looks = describe_file(path)
+    if _is_download(path):
+        fix = 'it may be truncated or corrupt: delete it and fetch it again'
+    elif looks.startswith(('a text', 'an HTML', 'a Git LFS', 'JSON', 'empty', 'an HDF5', 'a gzip')):
+        fix = 'it is not a weights file regzoo reads'
+    else:
+        fix = 'it may be truncated or corrupt'
+    return CheckpointError(f'{path}: not a readable {what} ({detail}): the file is {looks}; {fix}')
+
 
 def _read_file(path: Path) -> Mapping:
     if path.suffix == '.safetensors':
@@ -92,8 +176,7 @@ def _read_file(path: Path) -> Mapping:
         try:
             return load_file(path)
         except Exception as e:  # safetensors raises its own SafetensorError, or OSError/ValueError
-            raise CheckpointError(f'{path}: not a readable safetensors file ({e}); it may be truncated or '
-                                  'corrupt: delete it and fetch it again') from e
+            raise _unreadable(path, 'safetensors file', e) from e
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
@@ -105,9 +188,7 @@ def _read_file(path: Path) -> Mapping:
                 'unpickling can run arbitrary code. If you trust the file, re-save just its weights: '
                 'torch.save(torch.load(path, weights_only=False)["state_dict"], "weights.pth") '
                 '(or better, safetensors.torch.save_file)') from e
-        detail = str(e).split('WeightsUnpickler error:')[-1].strip().splitlines()[0]
-        raise CheckpointError(f'{path}: not a readable torch checkpoint ({type(e).__name__}: {detail}); it may be '
-                              'truncated or corrupt: delete it and fetch it again') from e
+        raise _unreadable(path, 'torch checkpoint', e) from e
     if not isinstance(obj, Mapping):
         raise CheckpointError(f'{path}: holds a {type(obj).__name__}, not a state dict or checkpoint mapping')
     return obj
@@ -121,10 +202,16 @@ def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _dir_weights_file(path: Path) -> Path:
+def _dir_weights_file(path: Path, log: bool = True) -> Path:
     for name in DIR_FILENAMES + ('model.safetensors.index.json',):
         if (path / name).is_file():
             return path / name
+    run_files = [name for name in RUN_WEIGHTS if (path / name).is_file()]
+    if run_files:  # a train.py run folder
+        others = ', '.join(run_files[1:])
+        (_LOGGER.info if log else _LOGGER.debug)('%s: a train.py run folder: using %s (%s)%s', path, run_files[0],
+                                                 RUN_WEIGHTS[run_files[0]], f'; also there: {others}' if others else '')
+        return path / run_files[0]
     candidates = sorted(p for p in path.iterdir() if p.suffix in ('.safetensors',) + TORCH_SUFFIXES)
     if len(candidates) == 1:
         return candidates[0]
@@ -133,23 +220,93 @@ def _dir_weights_file(path: Path) -> Path:
                           f'(*.safetensors, {", ".join("*" + s for s in TORCH_SUFFIXES)}); found: {found}')
 
 
-def read_checkpoint(path: str | os.PathLike, source_format: str | None = None) -> Checkpoint:
-    """Read a weights file or a saved directory and convert it to our layout (format auto-detected when None).
+def _read_json(path: Path) -> dict:
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f'{path}: not a readable JSON config ({e})') from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f'{path}: a config.json must hold a JSON object, not a {type(config).__name__}')
+    return config
 
-    A directory is read as timm / HF save it: ``model.safetensors``, else ``pytorch_model.bin``, else its
-    single weights file; a ``config.json`` beside it names the arch (timm) or marks the HF layout.
+
+def _config_pointer(path: Path) -> Path | None:
+    """The config.json a safetensors file's metadata names (train.py's weights point to their run's config)."""
+    if path.suffix != '.safetensors':
+        return None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), 'pt') as f:
+            name = (f.metadata() or {}).get(CONFIG_METADATA_KEY)
+    except Exception:  # unreadable: _read_file says why
+        return None
+    if not name or Path(name).name != name:  # only a file beside the weights
+        return None
+    config = path.parent / name
+    if not config.is_file():
+        _LOGGER.warning('%s: its metadata points to %s, which is missing: its eval settings, class names and '
+                        'model_args are unknown (defaults apply)', path, config)
+        return None
+    return config
+
+
+def _refuse_run_file(path: Path, loaded: Mapping | None = None) -> None:
+    """Files of a train.py run folder that hold no weights are refused, naming the file to use instead.
+
+    ``<name>.state.pt`` (known by name beside ``<name>.safetensors``, or by its content once ``loaded``) is the
+    optimizer/schedule/RNG state for ``--resume``; ``args.yaml``, ``summary.csv``, ``config.json`` describe the run.
+    """
+    beside = [path.parent / name for name in RUN_WEIGHTS if (path.parent / name).is_file()]
+    folder = f'the run folder {path.parent} (it picks {beside[0].name})' if beside else ''
+    if loaded is not None or path.name.endswith(RUN_STATE_SUFFIX):
+        own = path.with_name(path.name[:-len(RUN_STATE_SUFFIX)] + '.safetensors')
+        if loaded is not None and not {'save_id', 'optimizer', 'scheduler', 'args'} <= set(loaded):
+            return
+        if loaded is None and not own.is_file():
+            return  # not named beside its weights: decided by its content once read
+        files = [str(p) for p in dict.fromkeys(([own] if own.is_file() else []) + beside)]
+        raise CheckpointError(
+            f'{path} is train.py\'s training state for --resume (optimizer, schedule, RNG states), not model '
+            f'weights: use {" or ".join(files) or "the .safetensors file saved with it"}'
+            + (f', or {folder}' if folder else ''))
+    if beside and path.suffix in ('.yaml', '.csv', '.json', '.txt', '.log'):
+        raise CheckpointError(f'{path} describes a train.py run and holds no weights: use {folder}, '
+                              f'or one of its weights files: {", ".join(p.name for p in beside)}')
+
+
+def resolve_checkpoint(path: str | os.PathLike, log: bool = True) -> tuple[Path, dict]:
+    """The weights file a checkpoint path stands for and the config that describes it, without reading tensors.
+
+    A directory is read as timm / HF save it: ``model.safetensors``, else ``pytorch_model.bin``, else a
+    train.py run folder's ``best.safetensors`` (then ``last``, ``ema``), else its single weights file; a
+    ``config.json`` beside it names the arch (timm) or marks the HF layout. A safetensors file whose
+    metadata names a config (train.py's do) gets that config. A train.py ``*.state.pt`` is refused with
+    the file to use instead. ``log``: say which file a run folder stands for (at INFO level).
     """
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f'checkpoint {path} does not exist')
     config = {}
     if path.is_dir():
-        if (path / 'config.json').is_file():
-            config = json.loads((path / 'config.json').read_text())
-        path = _dir_weights_file(path)
+        if (path / CONFIG_NAME).is_file():
+            config = _read_json(path / CONFIG_NAME)
+        path = _dir_weights_file(path, log)
+    _refuse_run_file(path)
+    if not config and (pointer := _config_pointer(path)):
+        config = _read_json(pointer)
+    return path, config
+
+
+def read_checkpoint(path: str | os.PathLike, source_format: str | None = None) -> Checkpoint:
+    """Read a weights file or a saved directory and convert it to our layout (format auto-detected when None).
+
+    Which file and which config: ``resolve_checkpoint``.
+    """
+    path, config = resolve_checkpoint(path)
     if source_format is None and config.get('model_type') == 'regnet':
         source_format = 'hf'
     raw = _read_sharded(path) if path.name.endswith('.index.json') else _read_file(path)
+    _refuse_run_file(path, raw)
     try:
         state_dict, fmt = to_regzoo(raw, source_format)
     except ValueError as e:
@@ -306,22 +463,100 @@ def url_cache_path(url: str) -> Path:
     return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(url.split('?')[0])
 
 
-def _from_hub(cfg: PretrainedCfg, offline: bool, attempts: list[str]) -> Path | None:
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-    cache = hub_cache_dir()
-    names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES
+def _probe_target(url: str) -> tuple[str, int] | None:
+    """The (host, port) a download of ``url`` connects to first: its proxy's when the environment sets one
+    (as urllib and httpx read it), else its own; None for URLs with no network host (file://)."""
+    import urllib.parse
+    import urllib.request
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ('http', 'https') or not parts.hostname:
+        return None
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get('all')
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        p = urllib.parse.urlsplit(proxy if '://' in proxy else f'http://{proxy}')
+        if p.hostname:
+            return p.hostname, p.port or (443 if p.scheme == 'https' else 80)
+    return parts.hostname, parts.port or (443 if parts.scheme == 'https' else 80)
+
+
+def probe_timeout() -> float:
+    """Seconds a download host gets to accept a connection: REGZOO_CONNECT_TIMEOUT, default 1.0."""
+    try:
+        return float(os.environ.get('REGZOO_CONNECT_TIMEOUT') or DEFAULT_PROBE_TIMEOUT)
+    except ValueError:
+        return DEFAULT_PROBE_TIMEOUT
+
+
+def unreachable(urls: list[str], timeout: float | None = None) -> dict[str, str]:
+    """URL -> why its host cannot be reached now, for each URL whose host does not accept a TCP connection.
+
+    One connection attempt per host (or proxy), all at once in daemon threads, bounded by ``timeout`` seconds
+    in total, name lookup included (a resolver that never answers cannot stall the caller). This runs before
+    any download so that, with no network, a missing weight fails at once instead of after huggingface_hub's
+    retries (~24 s) or an urllib download with no timeout.
+    """
+    import socket
+    import threading
+    import time
+    timeout = probe_timeout() if timeout is None else timeout
+    targets = {url: _probe_target(url) for url in urls}
+    errors: dict[tuple[str, int], str | None] = {}
+
+    def probe(target: tuple[str, int]) -> None:
+        try:
+            socket.create_connection(target, timeout=timeout).close()
+            errors[target] = None
+        except OSError as e:
+            errors[target] = f'{type(e).__name__}: {e}' if str(e) else type(e).__name__
+
+    threads = [threading.Thread(target=probe, args=(t,), daemon=True, name=f'regzoo-probe-{t[0]}')
+               for t in dict.fromkeys(t for t in targets.values() if t)]
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    found = {}
+    for url, target in targets.items():
+        if target is None:
+            continue
+        where = f'{target[0]}:{target[1]}'
+        if target not in errors:
+            found[url] = (f'no answer from {where} within {timeout:g} s; '
+                          'set REGZOO_CONNECT_TIMEOUT=SECONDS to wait longer')
+        elif errors[target]:
+            found[url] = f'cannot connect to {where}: {errors[target]}'
+    return found
+
+
+def _hub_names(cfg: PretrainedCfg) -> tuple[str, ...]:
+    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES
+
+
+def _hub_cache(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
+
+
+def _hub_cached(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+    cache, names = _hub_cache(cache_dir), _hub_names(cfg)
     for name in names:
         # the cache first, for every candidate, by a pure file-system lookup: even hf_hub_download(
         # local_files_only=True) builds request headers, which (huggingface_hub 2.x) may fetch from the Hub
         if isinstance(found := try_to_load_from_cache(cfg.hf_hub_id, name, cache_dir=cache), str):
             return Path(found)
     attempts.append(f'HF hub repo {cfg.hf_hub_id!r} ({", ".join(names)}): not in the cache {cache}')
-    if offline:
-        return None
+    return None
+
+
+def _hub_download(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+    names = _hub_names(cfg)
     for name in names:
         try:
-            return Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=cache))
+            return Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=_hub_cache(cache_dir)))
         except LocalEntryNotFoundError as e:  # the hub could not be reached
             attempts.append(f'HF hub download of {cfg.hf_hub_id}/{name} failed: {e}')
             return None
@@ -334,13 +569,21 @@ def _from_hub(cfg: PretrainedCfg, offline: bool, attempts: list[str]) -> Path | 
     return None
 
 
-def _from_url(cfg: PretrainedCfg, offline: bool, attempts: list[str]) -> Path | None:
-    dst = url_cache_path(cfg.url)
+def _url_dst(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None) -> Path:
+    # cache_dir, as timm's (torch.hub's model_dir): the file itself goes there
+    return Path(cache_dir).expanduser() / url_cache_path(cfg.url).name if cache_dir else url_cache_path(cfg.url)
+
+
+def _url_cached(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
+    dst = _url_dst(cfg, cache_dir)
     if dst.is_file():
         return dst
     attempts.append(f'URL {cfg.url}: not in the cache {dst}')
-    if offline:
-        return None
+    return None
+
+
+def _url_download(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
+    dst = _url_dst(cfg, cache_dir)
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         torch.hub.download_url_to_file(cfg.url, str(dst), hash_prefix=cfg.sha256, progress=False)
@@ -356,34 +599,53 @@ def _from_url(cfg: PretrainedCfg, offline: bool, attempts: list[str]) -> Path | 
     return dst
 
 
-def fetch_pretrained(cfg: PretrainedCfg) -> tuple[Path, str | None]:
+def fetch_pretrained(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None) -> tuple[Path, str | None]:
     """The local path of ``cfg``'s weights and their layout (None: detect), fetching them if needed.
 
-    Order: ``cfg.file``; the HF hub (cache, then download); the URL (cache, then download with sha256 check).
+    Order: ``cfg.file``; the caches (HF hub, then the URL's); then, unless offline, one quick connection
+    attempt to each download host (``unreachable``); then the downloads from the hosts that answered: the
+    HF hub, then the URL (with its sha256 check). With no network this fails within ``probe_timeout()``.
+    ``cache_dir`` (timm's ``create_model(cache_dir=)``) replaces the HF hub cache and the URL download folder.
     """
     if cfg.file:
         path = Path(cfg.file).expanduser()
         if not path.exists():
             raise FileNotFoundError(f'{cfg.name}: pretrained file {path} (pretrained_cfg_overlay file=) does not exist')
         return path, None
-    offline, attempts = hub_offline(), []
-    if cfg.hf_hub_id and (path := _from_hub(cfg, offline, attempts)):
-        return path, None
-    if cfg.url and (path := _from_url(cfg, offline, attempts)):
-        return path, cfg.source_format
     if not (cfg.hf_hub_id or cfg.url):
         raise WeightsUnavailableError(f'{cfg.name}: no source to load from: the cfg has no hf_hub_id, url or file')
+    offline, attempts = hub_offline(), []
+    # every cache before any network: a cached weight never waits on a connection
+    if cfg.hf_hub_id and (path := _hub_cached(cfg, attempts, cache_dir)):
+        return path, None
+    if cfg.url and (path := _url_cached(cfg, attempts, cache_dir)):
+        return path, cfg.source_format
+    if not offline:
+        from huggingface_hub import constants
+        hub_url = constants.ENDPOINT
+        down = unreachable(([hub_url] if cfg.hf_hub_id else []) + ([cfg.url] if cfg.url else []))
+        if cfg.hf_hub_id:
+            if hub_url in down:
+                attempts.append(f'HF hub download of {cfg.hf_hub_id}: not tried, {hub_url} is unreachable '
+                                f'({down[hub_url]})')
+            elif path := _hub_download(cfg, attempts, cache_dir):
+                return path, None
+        if cfg.url:
+            if cfg.url in down:
+                attempts.append(f'URL download {cfg.url}: not tried, the host is unreachable ({down[cfg.url]})')
+            elif path := _url_download(cfg, attempts, cache_dir):
+                return path, cfg.source_format
     fix = (f'run `hf download {cfg.hf_hub_id}` on a machine with network and copy its HF cache to '
-           f'{hub_cache_dir()}, or ' if cfg.hf_hub_id else '')
+           f'{_hub_cache(cache_dir)}, or ' if cfg.hf_hub_id else '')
     raise WeightsUnavailableError(
         f'{cfg.name}: pretrained weights not found' + (' offline (HF_HUB_OFFLINE is set)' if offline else '') + ':\n  '
         + '\n  '.join(attempts) + f'\nTo fix: {fix}pass pretrained_cfg_overlay=dict(file=PATH) or '
         'checkpoint_path=PATH with a local weights file or directory.')
 
 
-def load_pretrained(model: nn.Module, cfg: PretrainedCfg) -> Checkpoint:
+def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None) -> Checkpoint:
     """Fetch ``cfg``'s weights (file, hub, or URL) and load them into ``model`` (see ``apply_checkpoint``)."""
-    path, source_format = fetch_pretrained(cfg)
+    path, source_format = fetch_pretrained(cfg, cache_dir)
     checkpoint = read_checkpoint(path, source_format)
     apply_checkpoint(model, checkpoint)
     _LOGGER.info('%s: loaded pretrained weights from %s', cfg.name, checkpoint.path)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch.nn as nn
@@ -59,23 +60,25 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
         config = hf.hf_config(model, _label_names(model))
         tensors = hf.from_regzoo(state_dict, se=bool(model.cfg.se_ratio))
     else:
-        config, tensors = _timm_config(model, arch), state_dict
+        config, tensors = timm_config(model, arch), state_dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # an interrupted save never leaves a truncated file under the final name
     atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={'format': 'pt'}))
-    atomic_write(out / CONFIG_NAME, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + '\n'))
+    write_config(out / CONFIG_NAME, config)
     return out
 
 
+def write_config(path: str | os.PathLike, config: dict) -> Path:
+    """Write a config.json (atomically)."""
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + '\n'))
+
+
 def _label_names(model: RegNet) -> list[str] | None:
-    """ImageNet-1k class names when the classifier is an ImageNet-1k one (HF shows them in pipelines)."""
+    """Human-readable class names when the classifier has known classes (HF shows them in pipelines)."""
     cfg = getattr(model, 'pretrained_cfg', None)
-    if cfg is None or cfg.label_set != 'imagenet-1k' or model.num_classes != 1000:
-        return None
-    from timm.data import ImageNetInfo
-    info = ImageNetInfo()
-    return [info.index_to_description(i) for i in range(1000)]
+    descriptions = cfg.label_descriptions if cfg is not None and cfg.num_classes == model.num_classes else None
+    return list(descriptions.values()) if descriptions and len(descriptions) == model.num_classes else None
 
 
 def _resolve_arch(model: RegNet, arch: str | None) -> str:
@@ -96,7 +99,13 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def _timm_config(model: RegNet, arch: str | None) -> dict:
+def timm_config(model: RegNet, arch: str | None = None, pretrained_cfg: PretrainedCfg | None = None,
+                label_names: Sequence[str] | None = None) -> dict:
+    """timm's hub ``config.json`` for ``model`` (what ``save_pretrained(format='timm')`` writes).
+
+    ``pretrained_cfg`` stands in for the model's own (train.py passes the run's eval settings);
+    ``label_names`` (class names in classifier order) go at the top level, where timm's writer puts them.
+    """
     arch = _resolve_arch(model, arch)
     base = arch_cfg(arch)
     model_args = {f.name: getattr(model.cfg, f.name) for f in dataclasses.fields(base)
@@ -108,17 +117,24 @@ def _timm_config(model: RegNet, arch: str | None) -> dict:
     if any(s.dilation > 1 for s in model.stage_specs):
         model_args['output_stride'] = 32 // 2 ** sum(s.dilation > 1 for s in model.stage_specs)
 
-    pretrained = getattr(model, 'pretrained_cfg', None) or PretrainedCfg(arch=arch, tag='')
+    pretrained = pretrained_cfg or getattr(model, 'pretrained_cfg', None) or PretrainedCfg(arch=arch, tag='')
     changes = dict.fromkeys(_LOCATION_FIELDS)
     if pretrained.num_classes != model.num_classes:
         # another head is not that weight any more: not its tag, its label order or its published numbers
-        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes, tag='', label_set=None)
+        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes, tag='', label_set=None,
+                       class_names=None)
     changes.update(source_format='timm')
     pretrained = adapt_input_cfg(pretrained.replace(**changes), model.in_chans)
-    pretrained_cfg = {k: _jsonable(v) for k, v in dataclasses.asdict(pretrained).items()
-                      if k not in _LOCATION_FIELDS + ('default',)}  # a copy is no zoo default
+    # timm's keys only, so timm reads the file too; the label names go to the top level, as timm writes them
+    pretrained_cfg = {k: _jsonable(v) for k, v in pretrained.to_dict(remove_source=True).items()
+                      if k not in ('label_names', 'label_descriptions')}
     config = dict(architecture=arch, num_classes=model.num_classes, num_features=model.num_features,
                   pretrained_cfg=pretrained_cfg)
+    label_names = label_names if label_names is not None else pretrained.label_names
+    if label_names is not None:
+        if len(label_names) != model.num_classes:
+            raise ValueError(f'{len(label_names)} label names for a {model.num_classes}-class classifier')
+        config['label_names'] = list(label_names)
     if model_args:
         config['model_args'] = model_args
     return config

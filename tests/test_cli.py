@@ -1,0 +1,290 @@
+"""Command-line manners: exit codes and one-line errors, default workers, untracked benchmark output, offline fail-fast.
+
+Every expected error (bad path, bad flag, unknown model, unreadable checkpoint, unreachable weights) is one
+line on stderr, ``PROG: error: MESSAGE``, with exit code 2; an unexpected one keeps its traceback and exits 1.
+The table runs each command line as a user would, in a subprocess.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import class_folders, learnable_splits, populate_hub_cache, refuse_network
+
+import regzoo
+from regzoo.utils.runtime import ArgumentParser, default_workers, one_line, run_cli
+from regzoo.zoo.loading import CheckpointError, WeightsUnavailableError, describe_file
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIS = {
+    'validate': [str(ROOT / 'validate.py')],
+    'predict': ['-m', 'regzoo.predict'],
+    'export': ['-m', 'regzoo.export'],
+    'benchmark': ['-m', 'regzoo.benchmark'],
+    'train': [str(ROOT / 'train.py')],
+}
+# placeholders in argv and messages: {tmp} the test's folder, {data} a small image folder, {splits} one with
+# train/ and val/; '...' in a message matches anything
+P, V, E, B = 'python -m regzoo.predict', 'validate.py', 'python -m regzoo.export', 'python -m regzoo.benchmark'
+TEXT_FILE = ('the file is a text file, 19 bytes; it is not a weights file regzoo reads')
+HTML_FILE = ('the file is an HTML page (a web page saved in place of the file, e.g. a login or error page), 49 bytes; '
+             'it is not a weights file regzoo reads')
+OFFLINE = {'HF_HUB_OFFLINE': '1'}
+NO_NETWORK = {'HF_HUB_OFFLINE': '', 'REGZOO_TEST_REFUSE_NETWORK': '1'}
+ROWS = [
+    # validate.py
+    ('validate', ['--data-dir', '{tmp}/nope', '--model', 'regnetx_002'], {},
+     f'{V}: error: --data-dir {{tmp}}/nope does not exist or is not a directory'),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '--bogus'], {},
+     f'{V}: error: unrecognized arguments: --bogus (see {V} --help)'),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_02'], {},
+     f"{V}: error: unknown model 'regnetx_02'; did you mean ..."),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '-b', '0'], {},
+     f'{V}: error: --batch-size must be >= 1'),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '--checkpoint', '{tmp}/notes.pth'], {},
+     f'{V}: error: ...{{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002.pycls_in1k', '--pretrained'], OFFLINE,
+     f'{V}: error: regnetx_002.pycls_in1k: pretrained weights not found offline (HF_HUB_OFFLINE is set): '
+     "HF hub repo 'timm/regnetx_002.pycls_in1k' ...; To fix: ..."),
+    # predict
+    ('predict', ['{tmp}/nope.jpg', '--model', 'regnetx_002', '--pretrained'], {},
+     f'{P}: error: {{tmp}}/nope.jpg: no such file or folder'),
+    ('predict', ['{data}', '--model', 'regnetx_002'], {},
+     f'{P}: error: give --pretrained or --checkpoint PATH: a model without weights predicts noise '
+     f'(see {P} --help)'),
+    ('predict', ['{data}', '--model', 'regnetx_002', '--pretrained', '--topk', '0'], {},
+     f'{P}: error: --topk must be >= 1 (see {P} --help)'),
+    ('predict', ['{data}', '--model', 'regnetx_02', '--pretrained'], {},
+     f"{P}: error: unknown model 'regnetx_02'; did you mean ..."),
+    ('predict', ['{data}', '--model', 'regnetx_002', '--checkpoint', '{tmp}/page.safetensors'], {},
+     f'{P}: error: {{tmp}}/page.safetensors: not a readable safetensors file (...): {HTML_FILE}'),
+    ('predict', ['{data}', '--model', 'regnetx_002', '--pretrained'], NO_NETWORK,
+     f'{P}: error: regnetx_002.pycls_in1k: pretrained weights not found: ...HF hub download of '
+     'timm/regnetx_002.pycls_in1k: not tried, https://huggingface.co is unreachable (...); To fix: ...'),
+    # export
+    ('export', ['--model', 'regnetx_02', '--format', 'torchscript', '--out', '{tmp}/m.pt'], {},
+     f"{E}: error: unknown model 'regnetx_02'; did you mean ..."),
+    ('export', ['--model', 'regnetx_002', '--format', 'tflite', '--out', '{tmp}/m.pt'], {},
+     f"{E}: error: argument --format: invalid choice: 'tflite' (choose from ...) (see {E} --help)"),
+    ('export', ['--model', 'regnetx_002', '--checkpoint', '{tmp}/notes.pth', '--format', 'torchscript',
+                '--out', '{tmp}/m.pt'], {},
+     f'{E}: error: {{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+    # benchmark
+    ('benchmark', ['--model', 'regnety_03'], {}, f"{B}: error: unknown model 'regnety_03'; did you mean ..."),
+    ('benchmark', ['--model', 'regnetx_002', '--batch-size', '0'], {},
+     f'{B}: error: --batch-size must be >= 1 (see {B} --help)'),
+    # train.py
+    ('train', ['--data-dir', '{tmp}/nope', '--model', 'regnetx_002'], {}, 'train.py: error: ...{tmp}/nope...'),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002', '--bogus'], {},
+     'train.py: error: unrecognized arguments: --bogus (see train.py --help)'),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_02', '-b', '2'], {},
+     "train.py: error: ...unknown model 'regnetx_02'; did you mean ..."),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002', '-b', '2', '--model-kwargs', 'se_ration=0.25'],
+     {}, "train.py: error: ...unexpected keyword argument 'se_ration'..."),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002', '-b', '2', '--initial-checkpoint',
+               '{tmp}/notes.pth'], {},
+     f'train.py: error: ...{{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+]
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory) -> dict[str, str]:
+    tmp = tmp_path_factory.mktemp('cli')
+    data = class_folders(tmp / 'data', ['cat', 'dog'], n=1, ext='.png', size=16)
+    splits = learnable_splits(tmp / 'splits', ['cat', 'dog'], train=1, val=1, size=16)
+    (tmp / 'notes.pth').write_text('these are my notes\n')  # 19 bytes
+    (tmp / 'page.safetensors').write_text('<!DOCTYPE html><html><body>Sign in</body></html>\n')  # 49 bytes
+    # a sitecustomize that refuses the network in the subprocess, at the OS boundary (REGZOO_TEST_REFUSE_NETWORK)
+    (tmp / 'site').mkdir()
+    (tmp / 'site' / 'sitecustomize.py').write_text(
+        'import os, socket\n'
+        "if os.environ.get('REGZOO_TEST_REFUSE_NETWORK'):\n"
+        '    def _refuse(*args, **kwargs):\n'
+        "        raise OSError('test forbids network access')\n"
+        '    socket.getaddrinfo = _refuse\n'
+        '    socket.socket.connect = lambda self, *args: _refuse()\n')
+    return {'tmp': str(tmp), 'data': str(data), 'splits': str(splits)}
+
+
+def _run(cli: str, argv: list[str], env: dict, files: dict) -> subprocess.CompletedProcess:
+    tmp = Path(files['tmp'])
+    full_env = {**os.environ, 'HF_HUB_CACHE': str(tmp / 'hf'), 'TORCH_HOME': str(tmp / 'torch'), **env}
+    if env.get('REGZOO_TEST_REFUSE_NETWORK'):
+        full_env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(tmp / 'site'), os.environ.get('PYTHONPATH')]))
+    full_env = {k: v for k, v in full_env.items() if v != ''}
+    return subprocess.run([sys.executable, *CLIS[cli], *(a.format(**files) for a in argv)], capture_output=True,
+                          text=True, env=full_env, cwd=tmp, timeout=300)
+
+
+def _pattern(message: str, files: dict) -> str:
+    return '.*'.join(re.escape(part.format(**files)) for part in message.split('...'))
+
+
+@pytest.mark.parametrize('cli, argv, env, message', ROWS, ids=[f'{r[0]}-{i}' for i, r in enumerate(ROWS)])
+def test_expected_errors_are_one_line_and_exit_2(cli, argv, env, message, files):
+    if cli == 'train' and 'TrainingInputError' not in (ROOT / 'train.py').read_text():
+        pytest.skip("train.py's error handling is not in this tree yet")
+    out = _run(cli, argv, env, files)
+    lines = out.stderr.splitlines()
+    assert out.returncode == 2, out.stderr
+    assert len(lines) == 1, out.stderr
+    assert re.fullmatch(_pattern(message, files), lines[0]), lines[0]
+    assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('module', ['regzoo.predict', 'regzoo.benchmark'])
+def test_help_loads_neither_timm_nor_torchvision(module, tmp_path):
+    code = ('import runpy, sys, atexit; sys.argv = [{m!r}, "--help"]; atexit.register(lambda: sys.stderr.write('
+            '"LOADED=" + repr(sorted(m for m in ("timm", "torchvision") if m in sys.modules)) + "\\n")); '
+            'runpy.run_module({m!r}, run_name="__main__")').format(m=module)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and 'usage:' in out.stdout, out.stderr
+    assert 'LOADED=[]' in out.stderr
+
+
+def test_unexpected_errors_keep_their_traceback_and_exit_1(tmp_path):
+    code = ('import sys; from regzoo.utils.runtime import run_cli\n'
+            'def main(argv):\n'
+            "    raise KeyError('a bug')\n"
+            "sys.exit(run_cli(main, 'prog'))\n")
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.startswith('Traceback') and out.stderr.rstrip().endswith("KeyError: 'a bug'")
+
+
+def test_run_cli_and_one_line(capsys):
+    def fails(argv):
+        raise WeightsUnavailableError('x: not found:\n  tried A\n  tried B\nTo fix: do C.')
+    assert run_cli(fails, 'prog') == 2
+    assert capsys.readouterr().err == 'prog: error: x: not found: tried A; tried B; To fix: do C.\n'
+    assert run_cli(lambda argv: [{'rows': 1}], 'prog') == 0  # a main returning results counts as success
+    assert run_cli(lambda argv: 3, 'prog') == 3
+    def bug(argv):
+        raise TypeError('a bug')
+    with pytest.raises(TypeError, match='a bug'):
+        run_cli(bug, 'prog')
+    assert one_line('') == '' and one_line(FileNotFoundError()) == 'FileNotFoundError'
+    parser = ArgumentParser(prog='p')
+    parser.add_argument('--n', type=int)
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(['--n', 'x'])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == "p: error: argument --n: invalid int value: 'x' (see p --help)\n"
+
+
+def test_default_workers_are_the_available_cpus_up_to_8():
+    from regzoo.eval.evaluate import EvalOptions
+    from regzoo.predict import build_parser as predict_parser
+    from regzoo.validate import build_parser as validate_parser
+    expected = min(len(os.sched_getaffinity(0)), 8)
+    assert default_workers() == expected
+    assert validate_parser().parse_args(['--data-dir', 'x', '--model', 'y']).workers == expected
+    assert EvalOptions(data_dir='x').workers == expected
+    assert f'= {expected};' in predict_parser().format_help().replace('\n', ' ')
+
+
+def test_benchmark_writes_to_an_untracked_folder_by_default(tmp_path):
+    from regzoo.benchmark import parse_args
+    out_dir = parse_args(['--model', 'regnetx_002']).out_dir
+    assert out_dir == Path('output/benchmark') and not out_dir.is_absolute()
+    ignored = subprocess.run(['git', 'check-ignore', '-q', str(out_dir / 'benchmark-host-2026-01-01.csv')],
+                             cwd=ROOT, capture_output=True)
+    if ignored.returncode == 128:
+        pytest.skip('not a git checkout')
+    assert ignored.returncode == 0, f'{out_dir} is not covered by .gitignore'
+    assert parse_args(['--model', 'regnetx_002', '--out-dir', str(tmp_path)]).out_dir == tmp_path
+
+
+# ------------------------------------------------------------------------------------------- offline fails fast
+
+@pytest.fixture
+def online_without_network(tmp_path, monkeypatch):
+    """Empty caches, HF_HUB_OFFLINE unset, every connection and name lookup refused."""
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        pytest.skip('huggingface_hub was imported with HF_HUB_OFFLINE set')
+    for var in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE', 'REGZOO_CONNECT_TIMEOUT'):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    return refuse_network(monkeypatch)
+
+
+def _fails_fast(name: str) -> str:
+    start = time.monotonic()
+    with pytest.raises(WeightsUnavailableError) as info:
+        regzoo.create_model(name, pretrained=True)
+    took = time.monotonic() - start
+    assert took < 2.0, f'took {took:.1f} s'
+    return str(info.value)
+
+
+def test_offline_pretrained_fails_in_under_2s_with_the_clear_message(online_without_network):
+    text = _fails_fast('regnety_032.ra_in1k')
+    assert text.startswith('regnety_032.ra_in1k: pretrained weights not found:')
+    assert "HF hub repo 'timm/regnety_032.ra_in1k' (model.safetensors, pytorch_model.bin): not in the cache" in text
+    assert 'HF hub download of timm/regnety_032.ra_in1k: not tried, https://huggingface.co is unreachable' in text
+    assert 'URL download https://github.com/' in text and 'not tried, the host is unreachable' in text
+    assert 'To fix: run `hf download timm/regnety_032.ra_in1k`' in text and 'checkpoint_path=' in text
+    assert online_without_network, 'the connection was attempted (and refused)'
+
+
+def test_a_silent_network_is_bounded_too(online_without_network, monkeypatch):
+    """A resolver that never answers (a black-holed network) costs the connect timeout, not a stall."""
+    import socket
+
+    def silent(*args, **kwargs):
+        time.sleep(5)
+        raise OSError('no answer')
+    monkeypatch.setattr(socket, 'getaddrinfo', silent)
+    text = _fails_fast('regnetx_002.pycls_in1k')
+    assert 'no answer from huggingface.co:443 within 1 s' in text
+
+
+# ------------------------------------------------------------------------------------------- not a checkpoint
+
+@pytest.mark.parametrize('content, kind', [
+    (b'', 'empty'),
+    (b'hello\n', 'a text file'),
+    (b'  <!doctype html><html></html>', 'an HTML page'),
+    (b'{"weights": 1}', 'JSON text'),
+    (b'version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n', 'a Git LFS pointer'),
+    (b'PK\x03\x04rest', 'a zip archive'),
+    (b'\x80\x02}q\x00.', 'a pickle'),
+    (b'\x00\x01\x02\xff' * 8, 'binary data'),
+])
+def test_describe_file(content, kind, tmp_path):
+    path = tmp_path / 'f.bin'
+    path.write_bytes(content)
+    assert describe_file(path).startswith(kind)
+
+
+def test_fetch_it_again_only_for_downloaded_files(tmp_path, monkeypatch):
+    (tmp_path / 'notes.pth').write_text('not weights\n')
+    with pytest.raises(CheckpointError) as info:
+        regzoo.create_model('regnetx_002', checkpoint_path=tmp_path / 'notes.pth')
+    assert 'the file is a text file, 12 bytes; it is not a weights file regzoo reads' in str(info.value)
+    assert 'fetch it again' not in str(info.value)
+    # the same kind of file where a download put it: delete it and fetch it again
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    populate_hub_cache(tmp_path / 'hf', 'timm/regnetx_002.pycls_in1k', {'model.safetensors': b'<html>502</html>'})
+    with pytest.raises(CheckpointError) as info:
+        regzoo.create_model('regnetx_002', pretrained=True)
+    text = str(info.value)
+    assert 'not a readable safetensors file' in text and 'the file is an HTML page' in text
+    assert text.endswith('it may be truncated or corrupt: delete it and fetch it again')
+
+
+def test_truncated_weights_still_say_so(tmp_path):
+    torch.save(regzoo.create_model('regnetx_002').state_dict(), tmp_path / 'w.pth')
+    data = (tmp_path / 'w.pth').read_bytes()
+    (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
+    with pytest.raises(CheckpointError, match=r'the file is a zip archive .*; it may be truncated or corrupt$'):
+        regzoo.create_model('regnetx_002', checkpoint_path=tmp_path / 'cut.pth')
