@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from regzoo.deploy.export import DEFAULT_TOLERANCE, FORMATS, ONNX_MIN_OPSET, export_model, require_onnx
 from regzoo.utils.extras import MissingExtraError
+from regzoo.utils.files import unwritable_reason
 from regzoo.utils.runtime import ArgumentParser, error_exit, run_cli
 
 PROG = 'python -m regzoo.export'
@@ -34,6 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.opset < ONNX_MIN_OPSET:
         parser.error(f'--opset {args.opset} is invalid: must be >= {ONNX_MIN_OPSET}')
+    if args.input_size < 1:
+        parser.error('--input-size must be >= 1')
+    reason = unwritable_reason(Path(args.out).parent)
+    if reason:
+        return error_exit(parser.prog, f'--out {args.out}: cannot write there: {reason}')
     try:
         if args.format == 'onnx':
             require_onnx(args.dynamo)  # before building (and maybe downloading) the model

@@ -12,6 +12,7 @@ import torch
 
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
 from regzoo.eval.evaluate import EvalOptions, EvalResult, checkpoint_architecture, evaluate_weight, expand_model_names
+from regzoo.utils.files import unwritable_reason
 from regzoo.utils.runtime import EXPECTED_ERRORS, ArgumentParser, default_workers, error_exit
 from regzoo.zoo.metrics import lookup_published
 
@@ -66,6 +67,9 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
         raise FileNotFoundError(f'--data-dir {args.data_dir} does not exist or is not a directory')
     if args.results_file and Path(args.results_file).suffix.lower() not in RESULT_FORMATS:
         raise ValueError(f'--results-file {args.results_file}: use a .csv or .json file name')
+    reason = args.results_file and unwritable_reason(Path(args.results_file).parent)
+    if reason:
+        raise ValueError(f'--results-file {args.results_file}: cannot write there: {reason}')
     if args.checkpoint and not Path(args.checkpoint).exists():
         raise FileNotFoundError(f'--checkpoint {args.checkpoint} does not exist')
     if args.model is None:
@@ -74,7 +78,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
         args.model = checkpoint_architecture(args.checkpoint)
     if args.checkpoint and any(c in args.model for c in '*?['):
         raise ValueError('--checkpoint needs a single --model, not a pattern')
-    for flag in ('batch_size', 'num_samples'):
+    for flag in ('batch_size', 'num_samples', 'img_size'):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f'--{flag.replace("_", "-")} must be >= 1')
     opts = EvalOptions(

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import class_folders, learnable_splits, populate_hub_cache, refuse_network
+from safetensors.torch import save_file
 
 import regzoo
 from regzoo.utils.runtime import ArgumentParser, default_workers, one_line, run_cli
@@ -92,6 +93,51 @@ ROWS = [
      f'train.py: error: ...{{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
 ]
 
+# issue 16: each command line against missing / empty folders, a file where a folder goes, only corrupt images,
+# an unknown model, bad values and an output under a file (unwritable even for root). Commands that got as far as
+# loading weights may log before failing: exactly one error line, the last, no traceback.
+C = ['--model', 'regnetx_002', '--checkpoint', '{ckpt}']
+T = ['--model', 'regnetx_002', '--img-size', '32', '-b', '2', '--epochs', '1', '--output', '{tmp}/runs']
+BAD_INPUT_ROWS = [
+    ('validate', ['--data-dir', '{empty}', *C], f'{V}: error: no images found in {{empty}} (extensions: ...)'),
+    ('validate', ['--data-dir', '{tmp}/notes.pth', *C],
+     f'{V}: error: --data-dir {{tmp}}/notes.pth does not exist or is not a directory'),
+    ('validate', ['--data-dir', '{corrupt}', *C],
+     f'{V}: error: none of the 2 images in {{corrupt}} could be read (2 skipped)'),
+    ('validate', ['--data-dir', '{data}', *C, '--img-size', '-1'], f'{V}: error: --img-size must be >= 1'),
+    ('validate', ['--data-dir', '{data}', *C, '--results-file', '{tmp}/notes.pth/r.csv'],
+     f'{V}: error: --results-file {{tmp}}/notes.pth/r.csv: cannot write there: {{tmp}}/notes.pth is a file, '
+     'not a folder'),
+    ('predict', ['{empty}', *C], f'{P}: error: {{empty}}: no images in this folder (extensions: ...)'),
+    ('predict', ['{tmp}/notes.pth', *C], f'{P}: error: none of the 1 image(s) could be read'),
+    ('predict', ['{corrupt}', *C], f'{P}: error: none of the 2 image(s) could be read'),
+    ('predict', ['{data}', *C, '-b', '0'], f'{P}: error: --batch-size must be >= 1 (see {P} --help)'),
+    ('export', ['--model', 'regnetx_002', '--checkpoint', '{tmp}/nope.safetensors', '--format', 'torchscript',
+                '--out', '{tmp}/m.pt'], f'{E}: error: checkpoint {{tmp}}/nope.safetensors does not exist'),
+    ('export', ['--model', 'regnetx_002', '--checkpoint', '{empty}', '--format', 'torchscript', '--out', '{tmp}/m.pt'],
+     f'{E}: error: {{empty}}: expected model.safetensors or pytorch_model.bin or a single weights file (...); '
+     'found: none'),
+    ('export', [*C, '--format', 'torchscript', '--out', '{tmp}/m.pt', '--input-size', '-1'],
+     f'{E}: error: --input-size must be >= 1 (see {E} --help)'),
+    ('export', [*C, '--format', 'torchscript', '--out', '{tmp}/notes.pth/m.pt'],
+     f'{E}: error: --out {{tmp}}/notes.pth/m.pt: cannot write there: {{tmp}}/notes.pth is a file, not a folder'),
+    ('train', ['--data-dir', '{empty}', *T],
+     'train.py: error: split folder {empty}/train not found; {empty} holds no folders (...)'),
+    ('train', ['--data-dir', '{tmp}/notes.pth', *T],
+     'train.py: error: --data-dir {tmp}/notes.pth does not exist or is not a folder'),
+    ('train', ['--data-dir', '{corrupt_splits}', *T, '--workers', '1'],  # found by the loader, in a worker
+     'train.py: error: unreadable image {corrupt_splits}/train/cat/a.png (...); remove or replace it'),
+    ('train', ['--data-dir', '{splits}', *T, '-b', '0'], 'train.py: error: --batch-size must be >= 1, got 0'),
+    ('train', ['--data-dir', '{splits}', *T, '--epochs', '-1'], 'train.py: error: --epochs must be >= 1, got -1'),
+    ('train', ['--data-dir', '{splits}', *T, '--img-size', '-1'],
+     'train.py: error: ...input_size must be (channels, height, width) of positive ints, got (3, -1, -1)'),
+    ('train', ['--data-dir', '{splits}', *T, '--output', '{tmp}/notes.pth/sub'],
+     'train.py: error: --output {tmp}/notes.pth/sub: cannot write there: {tmp}/notes.pth is a file, not a folder; '
+     'choose another --output'),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_02', '-b', '2'],
+     "train.py: error: ...unknown model 'regnetx_02'; did you mean ..."),
+]
+
 
 @pytest.fixture(scope='module')
 def files(tmp_path_factory) -> dict[str, str]:
@@ -100,6 +146,13 @@ def files(tmp_path_factory) -> dict[str, str]:
     splits = learnable_splits(tmp / 'splits', ['cat', 'dog'], train=1, val=1, size=16)
     (tmp / 'notes.pth').write_text('these are my notes\n')  # 19 bytes
     (tmp / 'page.safetensors').write_text('<!DOCTYPE html><html><body>Sign in</body></html>\n')  # 49 bytes
+    (tmp / 'empty').mkdir()
+    for root in (tmp / 'corrupt', tmp / 'corrupt_splits' / 'train', tmp / 'corrupt_splits' / 'val'):
+        for name in ('cat', 'dog'):  # a PNG signature, then garbage: PIL opens it, decoding fails
+            (root / name).mkdir(parents=True)
+            (root / name / 'a.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'garbage' * 10)
+    torch.manual_seed(0)
+    save_file(regzoo.create_model('regnetx_002', num_classes=2).state_dict(), str(tmp / 'tiny.safetensors'))
     # a sitecustomize that refuses the network in the subprocess, at the OS boundary (REGZOO_TEST_REFUSE_NETWORK)
     (tmp / 'site').mkdir()
     (tmp / 'site' / 'sitecustomize.py').write_text(
@@ -109,7 +162,9 @@ def files(tmp_path_factory) -> dict[str, str]:
         "        raise OSError('test forbids network access')\n"
         '    socket.getaddrinfo = _refuse\n'
         '    socket.socket.connect = lambda self, *args: _refuse()\n')
-    return {'tmp': str(tmp), 'data': str(data), 'splits': str(splits)}
+    return {'tmp': str(tmp), 'data': str(data), 'splits': str(splits), 'empty': str(tmp / 'empty'),
+            'corrupt': str(tmp / 'corrupt'), 'corrupt_splits': str(tmp / 'corrupt_splits'),
+            'ckpt': str(tmp / 'tiny.safetensors')}
 
 
 def _run(cli: str, argv: list[str], env: dict, files: dict) -> subprocess.CompletedProcess:
@@ -136,6 +191,22 @@ def test_expected_errors_are_one_line_and_exit_2(cli, argv, env, message, files)
     assert len(lines) == 1, out.stderr
     assert re.fullmatch(_pattern(message, files), lines[0]), lines[0]
     assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('cli, argv, message', BAD_INPUT_ROWS,
+                         ids=[f'{r[0]}-bad-{i}' for i, r in enumerate(BAD_INPUT_ROWS)])
+def test_bad_input_is_one_error_line_and_exit_2(cli, argv, message, files):
+    out = _run(cli, argv, OFFLINE, files)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    prog = {'validate': V, 'predict': P, 'export': E, 'train': 'train.py'}[cli]
+    lines = out.stderr.splitlines()
+    errors = [line for line in lines if line.startswith(f'{prog}: error:')]
+    assert len(errors) == 1 and lines[-1] == errors[0], out.stderr
+    # before the error only log lines (weights loaded, images skipped)
+    assert all(line.startswith(('INFO ', 'WARNING ', f'{prog}: skipped unreadable image ')) for line in lines[:-1]), \
+        out.stderr
+    assert re.fullmatch(_pattern(message, files), errors[0]), errors[0]
 
 
 @pytest.mark.parametrize('module', ['regzoo.predict', 'regzoo.benchmark'])

@@ -307,6 +307,8 @@ def test_missing_resume_file(tmp_path):
 
 def test_corrupt_resume_files(trained_run, tmp_path):
     run = Path(shutil.copytree(trained_run, tmp_path / 'run'))
+    for name in ('prev.safetensors', 'prev.state.pt'):  # no previous pair to fall back to (test_train_safety.py)
+        (run / name).unlink()
     state = run / 'last.state.pt'
     state.write_bytes(state.read_bytes()[:1000])
     with pytest.raises(TrainingInputError, match=r'last.state.pt is not a readable training state'):

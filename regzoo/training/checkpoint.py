@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import random
 import uuid
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +29,22 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from regzoo.data.transforms import DataConfig
 from regzoo.training.errors import TrainingInputError
+from regzoo.utils.checksum import bad_zip_record, digest_metadata, failed_groups
 from regzoo.utils.files import atomic_write
 from regzoo.zoo.loading import CONFIG_METADATA_KEY, CONFIG_NAME
 from regzoo.zoo.pretrained import PretrainedCfg
 from regzoo.zoo.saving import timm_config, write_config
 
 STATE_SUFFIX = '.state.pt'
+STAGING, PREVIOUS = 'next', 'prev'  # save_checkpoint's staged and previous pairs
 WEIGHTS_SUFFIX = '.safetensors'
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    """Write weights whose metadata points to the run's config.json beside them (``write_run_config``)."""
+    """Write weights whose metadata points to the run's config.json beside them (``write_run_config``)
+    and carries the sha256 of their tensors, checked on load (``regzoo.utils.checksum``)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    metadata = {'format': 'pt', **metadata, CONFIG_METADATA_KEY: CONFIG_NAME}
+    metadata = {'format': 'pt', **metadata, CONFIG_METADATA_KEY: CONFIG_NAME, **digest_metadata(tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -89,19 +95,41 @@ def restore_rng_states(states: dict[str, Any]) -> None:
     random.setstate((p['version'], tuple(p['state']), p['gauss']))
 
 
+def _pair(run_dir: Path, name: str) -> tuple[Path, Path]:
+    return run_dir / f'{name}{WEIGHTS_SUFFIX}', run_dir / f'{name}{STATE_SUFFIX}'
+
+
 def save_checkpoint(run_dir: Path, name: str, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
-    """Write the ``name`` weights/state pair into ``run_dir``; returns the state file's path."""
+    """Write the ``name`` weights/state pair into ``run_dir``; returns the state file's path.
+
+    The last two pairs are kept: the new pair is first written whole as ``next.*`` (``STAGING``); only then
+    does the old ``name`` pair become ``prev.*`` (``PREVIOUS``) and ``next.*`` become ``name.*``, so a failed
+    write (a full disk) leaves every earlier file as it was, and a resume finds a good pair after a crash at
+    any point (``read_resume_state`` tries ``name``, ``next``, ``prev``). A failed write raises OSError and
+    removes what it staged.
+    """
     save_id = uuid.uuid4().hex
     meta = {'save_id': save_id, 'epoch': str(state['epoch']), 'update': str(state['update'])}
-    save_weights(run_dir / f'{name}{WEIGHTS_SUFFIX}', weights, meta)
     state = {**state, 'save_id': save_id, 'rng': rng_states()}
-    state_path = run_dir / f'{name}{STATE_SUFFIX}'
-    atomic_write(state_path, lambda tmp: torch.save(state, tmp))
-    return state_path
+    staged = _pair(run_dir, STAGING)
+    try:
+        save_weights(staged[0], weights, meta)
+        atomic_write(staged[1], lambda tmp: torch.save(state, tmp))
+    except BaseException:
+        for p in staged:
+            p.unlink(missing_ok=True)
+        raise
+    current = _pair(run_dir, name)
+    if all(p.is_file() for p in current):
+        for src, dst in zip(current, _pair(run_dir, PREVIOUS)):
+            os.replace(src, dst)
+    for src, dst in zip(staged, current):
+        os.replace(src, dst)
+    return current[1]
 
 
-def resume_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, state) for a run folder, a ``*.state.pt`` file or a ``*.safetensors`` file."""
+def _stem_pair(path: str | Path) -> tuple[Path, Path]:
+    """(weights, state) named by a run folder (its ``last`` pair), a ``*.state.pt`` or a ``*.safetensors`` file."""
     path = Path(path)
     if path.is_dir():
         path = path / f'last{STATE_SUFFIX}'
@@ -113,7 +141,12 @@ def resume_paths(path: str | Path) -> tuple[Path, Path]:
     else:
         raise TrainingInputError(
             f'--resume {path}: expected a run folder, a *{STATE_SUFFIX} or a *{WEIGHTS_SUFFIX} file')
-    weights, state = Path(f'{stem}{WEIGHTS_SUFFIX}'), Path(f'{stem}{STATE_SUFFIX}')
+    return Path(f'{stem}{WEIGHTS_SUFFIX}'), Path(f'{stem}{STATE_SUFFIX}')
+
+
+def resume_paths(path: str | Path) -> tuple[Path, Path]:
+    """(weights, state) for a run folder, a ``*.state.pt`` file or a ``*.safetensors`` file."""
+    weights, state = _stem_pair(path)
     for p in (weights, state):
         if not p.is_file():
             raise TrainingInputError(
@@ -121,11 +154,16 @@ def resume_paths(path: str | Path) -> tuple[Path, Path]:
     return weights, state
 
 
-def read_resume_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Weights and training state of a save (what ``--resume`` reads); corrupt or mismatched files raise
-    TrainingInputError. Not ``zoo.loading.load_checkpoint``, which loads weights into a model."""
-    weights_path, state_path = resume_paths(path)
+def _read_pair(path: str | Path, weights_path: Path, state_path: Path
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    for p in (weights_path, state_path):
+        if not p.is_file():
+            raise TrainingInputError(f'--resume {path}: {p} not found '
+                                     f'(a resume needs both {weights_path.name} and {state_path.name})')
     try:
+        bad = bad_zip_record(state_path)  # a flipped bit torch.load would not notice
+        if bad:
+            raise ValueError(f'record {bad} fails its CRC check')
         state = torch.load(state_path, map_location='cpu', weights_only=True)
     except Exception as e:  # torch raises several types for truncated / foreign / unsafe files
         raise TrainingInputError(f'--resume: {state_path} is not a readable training state ({type(e).__name__}: '
@@ -140,7 +178,43 @@ def read_resume_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[s
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError) as e:
         raise TrainingInputError(f'--resume: {weights_path} is not a readable safetensors file ({e})') from None
-    if meta.get('save_id') != state['save_id']:
+    bad = failed_groups(weights, meta)
+    if bad:
+        raise TrainingInputError(f'--resume: {weights_path} is corrupt (sha256 differs for {", ".join(bad)})')
+    if meta.get('save_id') != state['save_id'] or any(
+            k in meta and meta[k] != str(state[k]) for k in ('epoch', 'update')):
         raise TrainingInputError(f'--resume: {weights_path.name} and {state_path.name} come from different saves '
                                  '(interrupted while writing?); resume from another checkpoint')
     return weights, state
+
+
+def read_resume_state(path: str | Path, warn: Callable[[str], object] | None = None
+                      ) -> tuple[Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights file, weights and training state of a save (what ``--resume`` reads).
+
+    A corrupt or mismatched pair raises TrainingInputError, except that a ``last`` pair (a run folder, or its
+    ``last.*`` files) that fails falls back to the staged ``next`` and then the ``prev`` pair ``save_checkpoint``
+    keeps, with ``warn(message)`` naming the bad file and the pair used instead. Not
+    ``zoo.loading.load_checkpoint``, which loads weights into a model.
+    """
+    first = _stem_pair(path)
+    candidates = [first]
+    if first[0].name == f'last{WEIGHTS_SUFFIX}':
+        candidates += [pair for pair in (_pair(first[0].parent, STAGING), _pair(first[0].parent, PREVIOUS))
+                       if any(p.exists() for p in pair)]
+    errors: list[str] = []
+    for weights_path, state_path in candidates:
+        try:
+            weights, state = _read_pair(path, weights_path, state_path)
+        except TrainingInputError as e:
+            errors.append(str(e).removeprefix('--resume: '))
+            continue
+        if errors:
+            (warn or warnings.warn)(
+                f'--resume: {errors[0]}; resuming from the previous checkpoint {state_path} instead '
+                f'(epoch {state["epoch"]}, update {state["update"]})')
+        return weights_path, weights, state
+    if len(errors) == 1:
+        message = errors[0]
+        raise TrainingInputError(message if message.startswith('--resume') else f'--resume: {message}')
+    raise TrainingInputError(f'--resume {path}: no usable checkpoint pair: ' + '; '.join(errors))

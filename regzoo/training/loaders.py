@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from regzoo.data.transforms import DataConfig, resolve_data_config
 from regzoo.data.transforms import create_transform as create_eval_transform
 from regzoo.training.args import TRAIN_DATA_DEFAULTS
-from regzoo.training.errors import TrainingInputError
+from regzoo.training.errors import TrainingInputError, UnreadableImageError
 
 if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
     from torchvision.datasets import ImageFolder
@@ -114,9 +114,25 @@ def _image_folder(data_dir: Path, split: str) -> ImageFolder:
     try:
         from torchvision.datasets import ImageFolder
 
-        return ImageFolder(str(root))
+        folder = ImageFolder(str(root))
     except (FileNotFoundError, RuntimeError) as e:  # raised for an empty tree or no class folders
         raise TrainingInputError(f'{root}: {e}') from None
+    folder.loader = CheckedLoader(folder.loader)
+    return folder
+
+
+class CheckedLoader:
+    """An image loader whose unreadable files raise UnreadableImageError (one line: the file, the cause, the fix)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __call__(self, path: str):
+        try:
+            return self.loader(path)
+        except OSError as e:  # PIL's UnidentifiedImageError and truncated files are OSErrors
+            raise UnreadableImageError(f'unreadable image {path} ({type(e).__name__}: {e}); '
+                                       'remove or replace it') from None
 
 
 def load_splits(args: argparse.Namespace) -> tuple[ImageFolder, ImageFolder, int]:

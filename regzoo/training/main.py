@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import functools
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -18,7 +20,6 @@ from regzoo.training.args import BATCH_SENSITIVE_RECIPES, args_to_dict, load_rec
 from regzoo.training.checkpoint import (
     read_resume_state,
     restore_rng_states,
-    resume_paths,
     run_pretrained_cfg,
     save_checkpoint,
     save_weights,
@@ -35,6 +36,7 @@ from regzoo.training.components import (
 )
 from regzoo.training.distributed import DistInfo, cleanup, init_distributed
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
+from regzoo.training.errors import TrainingInputError
 from regzoo.training.loaders import (
     load_splits,
     run_data_config,
@@ -43,7 +45,8 @@ from regzoo.training.loaders import (
     train_sampler,
     val_loader,
 )
-from regzoo.utils.files import atomic_write
+from regzoo.utils.files import atomic_write, unwritable_reason
+from regzoo.utils.runtime import one_line
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
 
@@ -141,13 +144,31 @@ def _training_state(parts: TrainParts, epoch: int, step_in_epoch: int, update: i
             'args': args_to_dict(parts.args)}
 
 
+def _warn(message: str) -> None:
+    print(f'train.py: warning: {message}', file=sys.stderr, flush=True)
+
+
+@contextmanager
+def _saving(what: Path):
+    """A failed write (a full disk, a read-only or missing folder) stops the run with one line; the files
+    written before it stay as they were (``atomic_write``, ``save_checkpoint``)."""
+    try:
+        yield
+    except OSError as e:
+        reason = e.strerror or one_line(e)
+        fix = 'free space or choose another --output' if e.errno in (errno.ENOSPC, errno.EDQUOT) \
+            else 'choose another --output'
+        raise TrainingInputError(f'could not save {what}: {reason}; {fix}') from None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train; returns the exit code: 0, or 128 + the signal number after a signal-triggered save."""
     args = parse_args(argv)
     resumed = None
     if args.resume:
-        resumed = read_resume_state(args.resume)
-        args = parse_args(argv, resumed[1]['args'])
+        weights_path, _, state = read_resume_state(args.resume, warn=_warn)
+        resumed = (weights_path, state)
+        args = parse_args(argv, state['args'])
     info = init_distributed(args.device)
     try:
         with stop_on_signals() as stop_requested:
@@ -159,12 +180,15 @@ def main(argv: list[str] | None = None) -> int:
 def _train(args, info: DistInfo, resumed, stop_requested) -> int:
     recipe_batch = load_recipe(args.recipe).get('batch_size') if args.recipe in BATCH_SENSITIVE_RECIPES else None
     args = resolve_args(args, info.world_size, recipe_batch if info.is_primary else None)
+    reason = unwritable_reason(args.output) if info.is_primary else None
+    if reason:  # before any data or weights load
+        raise TrainingInputError(f'--output {args.output}: cannot write there: {reason}; choose another --output')
     log = functools.partial(print, flush=True) if info.is_primary else (lambda *a, **k: None)
     train_set, val_set, args.num_classes = load_splits(args)
     sampler = train_sampler(train_set, args, info.rank)  # a batch too large for the data fails before any weights load
     seed_all(args.seed)  # the same initial weights on every process
     # the model's weights come through create_model; the rest of the training state is restored below
-    model = build_model(args, resume_paths(args.resume)[0] if resumed else None)
+    model = build_model(args, resumed[0] if resumed else None)
     # the run's data config: flags > the starting weight's eval settings > train.py's defaults
     start_cfg, eval_source = _starting_cfg(args, model, resumed)
     train_size, data_config = run_data_config(args, start_cfg, model.in_chans)
@@ -203,11 +227,12 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
 
     run_dir = _run_dir(args)
     if info.is_primary:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(run_dir / 'args.yaml', lambda tmp: tmp.write_text(yaml.safe_dump(args_to_dict(args),
-                                                                                       sort_keys=True)))
-        # before any weights: every weights file of the run points to it
-        write_run_config(run_dir, model, run_cfg, list(train_set.classes))
+        with _saving(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(run_dir / 'args.yaml', lambda tmp: tmp.write_text(yaml.safe_dump(args_to_dict(args),
+                                                                                           sort_keys=True)))
+            # before any weights: every weights file of the run points to it
+            write_run_config(run_dir, model, run_cfg, list(train_set.classes))
     for line in _plan(args, model, train_set, val_set, sampler.updates_per_epoch, eval_source, run_dir, resumed):
         log(line)
     log(f'{args.model}: {info.world_size} process(es) x batch {args.batch_size} x {args.grad_accum_steps} '
@@ -222,8 +247,9 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
         update, step_in_epoch = result.global_update, 0
         if result.stopped:
             if info.is_primary:
-                path = save_checkpoint(run_dir, 'last', model.state_dict(), _training_state(
-                    parts, epoch, result.updates_done, update, result.loss_sum, result.images, best))
+                with _saving(run_dir / 'last'):
+                    path = save_checkpoint(run_dir, 'last', model.state_dict(), _training_state(
+                        parts, epoch, result.updates_done, update, result.loss_sum, result.images, best))
                 log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
                     f'continue with --resume {path}')
             return 128 + int(stop_requested() or signal.SIGTERM)
@@ -243,20 +269,24 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
             row = {'epoch': epoch, 'train_loss': train_loss, 'val_loss': metrics['loss'], 'top1': metrics['top1'],
                    'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
                    **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
-            _append_summary(run_dir / 'summary.csv', row)
+            with _saving(run_dir / 'summary.csv'):
+                _append_summary(run_dir / 'summary.csv', row)
             elapsed = time.monotonic() - run_watch
             left = elapsed / (epoch - first_epoch + 1) * (args.epochs - epoch - 1)
             log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
                 'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
                 + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
                 + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
-            save_checkpoint(run_dir, 'last', model.state_dict(),
-                            _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
+            with _saving(run_dir / 'last'):
+                save_checkpoint(run_dir, 'last', model.state_dict(),
+                                _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
             if ema is not None:
-                save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
+                with _saving(run_dir / 'ema.safetensors'):
+                    save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
             if is_best:
-                save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
-                             {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
+                with _saving(run_dir / 'best.safetensors'):
+                    save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
+                                 {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
         if stop_requested():
             log(f'stop signal: saved {run_dir / "last.state.pt"} after epoch {epoch}')
             return 128 + int(stop_requested() or signal.SIGTERM)

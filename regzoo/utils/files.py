@@ -39,3 +39,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written in ``folder`` (created if missing), or None: checked before a long job
+    rather than found at its end. Its nearest existing ancestor must be a writable folder."""
+    path = Path(folder).absolute()
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                return f'{parent} is a file, not a folder'
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f'{parent} is not writable'
+            return None
+    return None

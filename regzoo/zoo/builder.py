@@ -39,7 +39,7 @@ from regzoo.zoo.registry import REGISTRY
 
 _MODEL_KWARGS = tuple(p for p in inspect.signature(RegNet).parameters if p != 'cfg')
 _BUILD_KWARGS = ('pretrained_tag', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
-                 'features_only', 'out_indices', 'feature_cls', 'feature_cfg')
+                 'allow_nonfinite', 'features_only', 'out_indices', 'feature_cls', 'feature_cfg')
 _CFG_FIELDS = tuple(f.name for f in dataclasses.fields(RegNetCfg))
 
 # feature_cls names (timm's) -> wrapper. 'hook' reads the same taps as 'list': a RegNet's taps are its direct
@@ -161,6 +161,7 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     cfg_arg = kwargs.pop('pretrained_cfg', None)
     overlay = kwargs.pop('pretrained_cfg_overlay', None)
     cache_dir = kwargs.pop('cache_dir', None)
+    allow_nonfinite = bool(kwargs.pop('allow_nonfinite', False))  # NaN/Inf weights: a warning, not an error
     features_only = kwargs.pop('features_only', False)
     feature_cfg = dict(kwargs.pop('feature_cfg', None) or {})
     # as timm: the out_indices / feature_cls kwargs win over feature_cfg's
@@ -188,9 +189,9 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     model.pretrained_cfg = model.default_cfg = fitted  # one object under both names, as timm
     model.arch = arch  # the registered name, also when built through an alias
     if pretrained:
-        load_pretrained(model, pretrained_cfg, cache_dir=cache_dir)
+        load_pretrained(model, pretrained_cfg, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite)
     if checkpoint is not None:
-        apply_checkpoint(model, checkpoint)
+        apply_checkpoint(model, checkpoint, allow_nonfinite)
     if wrap is not None:
         model = wrap(model)
         # as timm's pretrained_cfg_for_features: no num_classes, no classifier
@@ -220,7 +221,8 @@ def create_model(
             timm's keys, or a ``PretrainedCfg``. ``model.pretrained_cfg`` is always set, as timm: without
             weights it is the default weight's cfg.
         pretrained_cfg_overlay: fields replacing the cfg's, e.g. ``dict(file='/data/w.safetensors')``.
-        checkpoint_path: a local weights file or saved directory to load (any supported layout).
+        checkpoint_path: a local weights file or saved directory to load (any supported layout). Weights holding
+            NaN/Inf raise ``CheckpointError``; ``allow_nonfinite=True`` loads them with a warning.
         cache_dir: the download cache for this call (HF hub cache / URL download folder), as timm.
         scriptable, exportable, no_jit: accepted and ignored: every regzoo model scripts, exports and uses no
             jit-scripted layers, so there is no layer variant to choose (see ``regzoo.utils.layer_config``).

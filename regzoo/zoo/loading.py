@@ -9,6 +9,7 @@ no network it fails in about a second instead of after huggingface_hub's retries
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -24,6 +25,7 @@ import torch.nn as nn
 
 from regzoo.models.design import make_stages
 from regzoo.models.layers import init_classifier
+from regzoo.utils.checksum import DIGEST_KEY, bad_zip_record, failed_groups
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import to_regzoo
 from regzoo.zoo.pretrained import TIMM_CFG_KEYS, PretrainedCfg
@@ -75,7 +77,7 @@ class Checkpoint:
 
     def num_classes(self, classifier: str = 'head.fc') -> int:
         weight = self.state_dict.get(f'{classifier}.weight')
-        return 0 if weight is None else weight.shape[0]
+        return 0 if weight is None or weight.ndim == 0 else weight.shape[0]
 
     def in_chans(self, first_conv: str = 'stem.conv') -> int | None:
         """Input channels of the first conv (None when the checkpoint has no such weight)."""
@@ -170,18 +172,49 @@ def _unreadable(path: Path, what: str, err: Exception) -> CheckpointError:
     return CheckpointError(f'{path}: not a readable {what} ({detail}): the file is {looks}; {fix}')
 
 
+def _corrupt(path: Path, what: str) -> CheckpointError:
+    fix = 'delete it and fetch it again' if _is_download(path) else 'restore it from a good copy or re-save it'
+    return CheckpointError(f'{path}: corrupt: {what}; {fix}')
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    try:
+        tensors = load_file(path)
+        with safe_open(str(path), 'pt') as f:
+            metadata = f.metadata()
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError/ValueError
+        raise _unreadable(path, 'safetensors file', e) from e
+    failed = failed_groups(tensors, metadata)
+    if failed:
+        raise _corrupt(path, f'the tensor data of group {_few(failed)} no longer matches the sha256 '
+                             f'({DIGEST_KEY}) stored in its metadata when regzoo wrote it')
+    return tensors
+
+
+def _check_zip(path: Path) -> None:
+    """CRC-32 of every record of a zip-based torch file, before anything is unpickled (torch does not check)."""
+    try:
+        with path.open('rb') as f:
+            if f.read(4) != b'PK\x03\x04':
+                return  # a legacy pickle or not a torch file at all: torch.load says why
+        bad = bad_zip_record(path)
+    except Exception as e:  # BadZipFile, OSError, EOFError, zlib.error...: a damaged archive
+        raise _unreadable(path, 'torch checkpoint', e) from e
+    if bad is not None:
+        raise _corrupt(path, f'the zip record {bad!r} fails its CRC-32 check (the bytes changed after saving)')
+
+
 def _read_file(path: Path) -> Mapping:
     if path.suffix == '.safetensors':
-        from safetensors.torch import load_file
-        try:
-            return load_file(path)
-        except Exception as e:  # safetensors raises its own SafetensorError, or OSError/ValueError
-            raise _unreadable(path, 'safetensors file', e) from e
+        return _read_safetensors(path)
+    _check_zip(path)
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
         # a pickled class the safe unpickler does not allow: the file is fine, but not weights-only
-        if blocked := re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e)):
+        if blocked := re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)', str(e)):
             raise CheckpointError(
                 f'{path}: refusing to load: the file pickles Python objects beyond tensors and plain containers '
                 f'(e.g. {blocked[1]}). regzoo reads weights only with torch.load(weights_only=True), because '
@@ -195,9 +228,19 @@ def _read_file(path: Path) -> Mapping:
 
 
 def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
-    shards = sorted(set(json.loads(index_file.read_text())['weight_map'].values()))
+    try:
+        weight_map = json.loads(index_file.read_text())['weight_map']
+        shards = sorted(set(weight_map.values()))
+        if not all(isinstance(s, str) and s and Path(s).name == s for s in shards):
+            raise ValueError(f'shard names must be file names beside the index, got {_few(map(repr, shards))}')
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f'{index_file}: not a readable sharded-weights index ({type(e).__name__}: {e}): '
+                              f'the file is {describe_file(index_file)}; expected JSON with a "weight_map" '
+                              'of tensor name -> shard file') from e
     state_dict = {}
     for shard in shards:
+        if not (index_file.parent / shard).is_file():
+            raise CheckpointError(f'{index_file}: its shard {shard} is missing from {index_file.parent}')
         state_dict.update(_read_file(index_file.parent / shard))
     return state_dict
 
@@ -284,8 +327,16 @@ def resolve_checkpoint(path: str | os.PathLike, log: bool = True) -> tuple[Path,
     the file to use instead. ``log``: say which file a run folder stands for (at INFO level).
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    try:
+        path.stat()
+    except OSError as e:
+        if path.is_symlink() and e.errno == errno.ELOOP:
+            raise CheckpointError(f'{path}: a symlink loop (it resolves to itself through {os.readlink(path)}): '
+                                  'point it at the weights file') from e
+        if not path.exists():
+            raise FileNotFoundError(f'checkpoint {path} does not exist'
+                                    + (f' (a dangling symlink to {os.readlink(path)})' if path.is_symlink() else ''))
+        raise CheckpointError(f'{path}: cannot be read ({e})') from e
     config = {}
     if path.is_dir():
         if (path / CONFIG_NAME).is_file():
@@ -379,7 +430,8 @@ def _archs_matching(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
             and tuple((s.depth, s.width, s.bottleneck_width) for s in make_stages(c)) == found]
 
 
-def _few(items: list[str], n: int = 8) -> str:
+def _few(items, n: int = 8) -> str:
+    items = list(items)
     return ', '.join(items[:n]) + (f', ... and {len(items) - n} more' if len(items) > n else '')
 
 
@@ -389,12 +441,17 @@ def _check_fits(model: nn.Module, checkpoint: Checkpoint, state_dict: Mapping[st
     unexpected = [k for k in state_dict if k not in expected]
     shapes = [f'{k} checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}'
               for k, v in state_dict.items() if k in expected and v.shape != expected[k].shape]
-    if not (missing or unexpected or shapes):
+    # a float weight stored as integers (or a counter as floats) is not a cast, it is the wrong data
+    dtypes = [f'{k} checkpoint {str(v.dtype).removeprefix("torch.")} vs model '
+              f'{str(expected[k].dtype).removeprefix("torch.")}' for k, v in state_dict.items()
+              if k in expected and (v.is_floating_point() != expected[k].is_floating_point()
+                                    or v.is_complex() or v.dtype == torch.bool)]
+    if not (missing or unexpected or shapes or dtypes):
         return
     arch = _arch_name(model)
     lines = [f'checkpoint {checkpoint.path} ({checkpoint.source_format} layout) does not fit {arch}:']
     for label, items in (('missing from the checkpoint', missing), ('unexpected in the checkpoint', unexpected),
-                         ('shape mismatches', shapes)):
+                         ('shape mismatches', shapes), ('dtype mismatches', dtypes)):
         if items:
             lines.append(f'  {label} ({len(items)}): {_few(items)}')
     matching = [a for a in _archs_matching(state_dict) if a != arch]
@@ -405,12 +462,29 @@ def _check_fits(model: nn.Module, checkpoint: Checkpoint, state_dict: Mapping[st
     raise CheckpointError('\n'.join(lines))
 
 
-def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint) -> None:
+def check_finite(checkpoint: Checkpoint, allow_nonfinite: bool = False) -> None:
+    """NaN/Inf in the weights: a ``CheckpointError`` naming the file and the first bad tensors, or with
+    ``allow_nonfinite=True`` a warning."""
+    # a sum is NaN/Inf whenever a summand is (and rarely by overflow): a fast filter before the exact test
+    bad = [k for k, v in checkpoint.state_dict.items() if v.is_floating_point() and v.numel()
+           and not math.isfinite(v.sum().item()) and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    what = f'{checkpoint.path}: NaN or Inf values in {len(bad)} tensor(s): {_few(bad, 5)}'
+    if not allow_nonfinite:
+        raise CheckpointError(f'{what}; the weights are broken (a diverged run or a damaged file); '
+                              'pass allow_nonfinite=True to load them anyway')
+    _LOGGER.warning('%s; loading them anyway (allow_nonfinite=True)', what)
+
+
+def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: bool = False) -> None:
     """Load ``checkpoint`` into ``model`` strictly, after fitting the classifier and first conv.
 
     A classifier of another size is left out and re-initialised deterministically (``init_classifier``);
     a first conv for another channel count is adapted (``adapt_input_conv``). Both are logged.
+    NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``).
     """
+    check_finite(checkpoint, allow_nonfinite)
     cfg = getattr(model, 'pretrained_cfg', None) or PretrainedCfg('', '')
     arch, model_sd, state_dict = _arch_name(model), model.state_dict(), dict(checkpoint.state_dict)
     head = model.get_classifier()
@@ -424,7 +498,8 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint) -> None:
         _LOGGER.info('%s: the weights have %d classes, the model %d: %s %s', arch, ckpt_classes, model_classes,
                      cfg.classifier, 're-initialised (init_classifier)' if model_classes else 'left out')
     conv_key = f'{cfg.first_conv}.weight'
-    if conv_key in state_dict and conv_key in model_sd and state_dict[conv_key].shape[1] != model_sd[conv_key].shape[1]:
+    if (conv_key in state_dict and conv_key in model_sd and state_dict[conv_key].ndim == model_sd[conv_key].ndim == 4
+            and state_dict[conv_key].shape[1] != model_sd[conv_key].shape[1]):
         _LOGGER.info('%s: adapting %s from %d to %d input channels', arch, cfg.first_conv,
                      state_dict[conv_key].shape[1], model_sd[conv_key].shape[1])
         state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], model_sd[conv_key].shape[1])
@@ -434,10 +509,14 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint) -> None:
         init_classifier(head)
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, source_format: str | None = None) -> Checkpoint:
-    """Load a local weights file or saved directory (any supported layout) into ``model``."""
+def load_checkpoint(model: nn.Module, path: str | os.PathLike, source_format: str | None = None,
+                    allow_nonfinite: bool = False) -> Checkpoint:
+    """Load a local weights file or saved directory (any supported layout) into ``model``.
+
+    ``allow_nonfinite``: load weights holding NaN/Inf with a warning instead of a ``CheckpointError``.
+    """
     checkpoint = read_checkpoint(path, source_format)
-    apply_checkpoint(model, checkpoint)
+    apply_checkpoint(model, checkpoint, allow_nonfinite)
     _LOGGER.info('%s: loaded %s (%s layout)', _arch_name(model), checkpoint.path, checkpoint.source_format)
     return checkpoint
 
@@ -643,10 +722,11 @@ def fetch_pretrained(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = N
         'checkpoint_path=PATH with a local weights file or directory.')
 
 
-def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None) -> Checkpoint:
+def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None,
+                    allow_nonfinite: bool = False) -> Checkpoint:
     """Fetch ``cfg``'s weights (file, hub, or URL) and load them into ``model`` (see ``apply_checkpoint``)."""
     path, source_format = fetch_pretrained(cfg, cache_dir)
     checkpoint = read_checkpoint(path, source_format)
-    apply_checkpoint(model, checkpoint)
+    apply_checkpoint(model, checkpoint, allow_nonfinite)
     _LOGGER.info('%s: loaded pretrained weights from %s', cfg.name, checkpoint.path)
     return checkpoint

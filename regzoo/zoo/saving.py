@@ -22,6 +22,7 @@ import torch.nn as nn
 from safetensors.torch import save_file
 
 from regzoo.models.regnet import RegNet
+from regzoo.utils.checksum import digest_metadata
 from regzoo.utils.files import atomic_write
 from regzoo.zoo.builder import arch_cfg
 from regzoo.zoo.cfgs import MODEL_CFGS
@@ -64,7 +65,9 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # an interrupted save never leaves a truncated file under the final name
-    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={'format': 'pt'}))
+    # the sha256 of the tensor bytes, per group, so a load finds a damaged file (regzoo.utils.checksum)
+    metadata = {'format': 'pt', **digest_metadata(tensors)}
+    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
     write_config(out / CONFIG_NAME, config)
     return out
 
