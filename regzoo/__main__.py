@@ -38,7 +38,7 @@ def zoo_table() -> str:
 def build(arch: str, checkpoint: str | None) -> tuple[torch.nn.Module, str]:
     """The model with real weights when they are here (checkpoint, or the default weight's cache), else random."""
     import regzoo
-    from regzoo.zoo.loading import WeightsUnavailableError
+    from regzoo.zoo.fetch import WeightsUnavailableError
     if checkpoint:
         return regzoo.create_model(arch, checkpoint_path=checkpoint), f'weights from {checkpoint}'
     name = regzoo.get_pretrained_cfg(arch).name  # arch.default_tag

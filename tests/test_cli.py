@@ -20,7 +20,8 @@ from safetensors.torch import save_file
 
 import regzoo
 from regzoo.utils.runtime import ArgumentParser, default_workers, one_line, run_cli
-from regzoo.zoo.loading import CheckpointError, WeightsUnavailableError, describe_file
+from regzoo.zoo.fetch import WeightsUnavailableError
+from regzoo.zoo.loading import CheckpointError, describe_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIS = {

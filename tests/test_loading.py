@@ -16,7 +16,8 @@ from timm.models._hub import save_for_hf
 
 import regzoo
 from regzoo.models.layers import init_classifier
-from regzoo.zoo.loading import CheckpointError, WeightsUnavailableError, adapt_input_conv
+from regzoo.zoo.fetch import WeightsUnavailableError
+from regzoo.zoo.loading import CheckpointError, adapt_input_conv
 
 ARCH = 'regnetx_002'
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))

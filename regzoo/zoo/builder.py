@@ -24,12 +24,8 @@ from regzoo.models.features import (
 from regzoo.models.regnet import RegNet
 from regzoo.utils.names import did_you_mean
 from regzoo.zoo.cfgs import MODEL_CFGS
-from regzoo.zoo.loading import (
-    adapt_input_cfg,
-    apply_checkpoint,
-    load_pretrained,
-    read_checkpoint,
-)
+from regzoo.zoo.fetch import load_pretrained
+from regzoo.zoo.loading import adapt_input_cfg, apply_checkpoint, read_checkpoint
 from regzoo.zoo.pretrained import (
     PretrainedCfg,
     default_pretrained_cfg,
