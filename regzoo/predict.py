@@ -60,18 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from regzoo.eval.predict import checkpoint_label_names, find_images, predict_paths
+    from regzoo.eval.predict import find_images, predict_paths
     from regzoo.zoo.builder import create_model
     paths = find_images(args.inputs)
     if args.model is None:  # a saved folder or train.py run names its architecture in its config.json
         from regzoo.eval.evaluate import checkpoint_architecture
         args.model = checkpoint_architecture(args.checkpoint)
     model = create_model(args.model, pretrained=args.pretrained, checkpoint_path=args.checkpoint)
-    labels = checkpoint_label_names(args.checkpoint) if args.checkpoint else None  # a fine-tuned run's classes
-    if labels is not None and len(labels) != model.num_classes:
-        logging.getLogger(PROG).warning('%s: its config names %d classes, the classifier has %d: showing indices',
-                                        args.checkpoint, len(labels), model.num_classes)
-        labels = None
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
     model = model.to(device).eval()
     workers = default_workers() if args.workers is None else args.workers
@@ -79,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results, skipped = [], []
     with Progress(len(paths), 'predict', unit='img') as progress:
+        # labels: the model's own (a checkpoint's class names travel in its pretrained_cfg), else indices
         for path, preds in predict_paths(model, paths, args.topk, batch_size=args.batch_size, workers=workers,
-                                         labels=labels, on_batch=progress.update):
+                                         on_batch=progress.update):
             if not isinstance(preds, list):  # a SkippedImage
                 skipped.append({'image': path, 'error': preds.reason})
                 progress.write(f'{PROG}: skipped unreadable image {path} ({preds.reason})', file=sys.stderr)

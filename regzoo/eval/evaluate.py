@@ -196,9 +196,10 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
                                       use_test_size=not opts.use_train_size)
     class_map = read_class_map(opts.class_map) if opts.class_map else None
     if class_map is None and opts.checkpoint and not opts.label_file:
-        # a trained run's classes (its class folder names) in its classifier's order, not a re-sort of today's folders
-        names = checkpoint_config(opts.checkpoint).get('label_names')
-        if isinstance(names, list) and len(names) == num_classes:
+        # a trained run's classes (its class folder names, which the model built from it carries) in its
+        # classifier's order, not a re-sort of today's folders
+        names = cfg.class_names if cfg is not None else None
+        if names is not None and len(names) == num_classes:
             class_map = {str(n): i for i, n in enumerate(names)}
     dataset = build_eval_dataset(
         opts.data_dir, _eval_transform(data_config, model.in_chans), num_classes=num_classes,

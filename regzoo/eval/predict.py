@@ -97,10 +97,8 @@ def class_labels(model: nn.Module, labels: Sequence[str] | None = None,
 def checkpoint_label_names(path: str | os.PathLike) -> tuple[str, ...] | None:
     """The class names a saved checkpoint's config.json records (timm's top-level ``label_names``, or inside its
     ``pretrained_cfg``: a fine-tuned run's class folders), without reading its weights; None when it has none."""
-    from regzoo.zoo.loading import resolve_checkpoint
-    _, config = resolve_checkpoint(path, log=False)
-    names = config.get('label_names') or (config.get('pretrained_cfg') or {}).get('label_names')
-    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) and names else None
+    from regzoo.zoo.loading import config_label_names, resolve_checkpoint
+    return config_label_names(resolve_checkpoint(path, log=False)[1])
 
 
 def _grey(transform, img: Image.Image):

@@ -44,6 +44,13 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read (corrupt, truncated, pickle-only) or does not fit the model."""
 
 
+def config_label_names(config: Mapping) -> tuple[str, ...] | None:
+    """Class names in classifier order that a config.json records (timm's top-level ``label_names``, or in its
+    ``pretrained_cfg``); None when it has none."""
+    names = config.get('label_names') or (config.get('pretrained_cfg') or {}).get('label_names')
+    return tuple(str(n) for n in names) if isinstance(names, (list, tuple)) and names else None
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """Weights read from a file or directory, converted to our (timm's) key layout."""
@@ -59,8 +66,7 @@ class Checkpoint:
     @property
     def label_names(self) -> tuple[str, ...] | None:
         """Class names in classifier order (timm's ``label_names``: top level, or in ``pretrained_cfg``)."""
-        names = self.config.get('label_names') or (self.config.get('pretrained_cfg') or {}).get('label_names')
-        return tuple(names) if isinstance(names, (list, tuple)) else None
+        return config_label_names(self.config)
 
     @property
     def model_args(self) -> dict:
