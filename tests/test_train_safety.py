@@ -3,6 +3,7 @@ resumes from the previous one, and a write that fails mid-file (a full disk) lea
 stops the run with one line."""
 from __future__ import annotations
 
+import csv
 import errno
 import os
 import shutil
@@ -149,3 +150,25 @@ def test_a_full_disk_during_a_save_keeps_the_previous_files(copy, failing, monke
         assert after[name] == before[name], name
     assert main(['--resume', str(copy), '--epochs', '3']) == 0  # and the run goes on once there is space
     assert _epoch(copy / 'last.state.pt') == 3
+    # epoch 2 ran twice (its first save failed): the summary still has one row per epoch
+    with (copy / 'summary.csv').open() as f:
+        assert [row['epoch'] for row in csv.DictReader(f)] == ['0', '1', '2']
+
+
+def test_a_failed_save_under_torchrun_stops_every_process(tmp_path):
+    """Process 0 cannot save after epoch 0 (its staging name is taken by a folder): every process stops with an
+    error line of its own. Before, process 1 went on into epoch 1 and was killed by torchrun's SIGTERM (exit -15;
+    a launcher that does not tear the group down would leave it waiting in an all-reduce until the timeout)."""
+    data = learnable_splits(tmp_path / 'data', classes=3, train=4, val=2, size=32)
+    run_dir = tmp_path / 'runs' / 'ddp'
+    (run_dir / 'next.safetensors').mkdir(parents=True)
+    (run_dir / 'next.safetensors' / 'keep').write_text('a folder where train.py stages its weights file')
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
+    cli = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(REPO / 'train.py'),
+         '--data-dir', str(data), *TINY, '--epochs', '3', '--output', str(tmp_path / 'runs'), '--experiment', 'ddp'],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert cli.returncode != 0
+    assert f'train.py: error: could not save {run_dir / "last"}: ' in cli.stderr, cli.stderr[-3000:]
+    assert 'train.py: error: stopping: process 0 could not save its checkpoint' in cli.stderr, cli.stderr[-3000:]
+    assert 'epoch 1:' not in cli.stdout  # nobody trained on

@@ -60,6 +60,42 @@ def test_pth_unmodified_loads_bit_identical(state_dict, tmp_path):
     _assert_same(regzoo.create_model(ARCH, checkpoint_path=tmp_path / 'w.pth'), state_dict)
 
 
+def test_deferred_verification_is_waited_for_before_the_weights_are_used(state_dict, tmp_path):
+    """read_checkpoint(defer_verification=True) returns before the CRCs are known; the damage is still reported
+    by verify(), by apply_checkpoint before it copies anything, and by the plain (synchronous) read."""
+    from regzoo.zoo.loading import apply_checkpoint, read_checkpoint
+    path = tmp_path / 'w.pth'
+    torch.save(state_dict, path)
+    _flip(path, path.stat().st_size // 2)
+    checkpoint = read_checkpoint(path, defer_verification=True)  # unpickles fine: only tensor bytes changed
+    model = regzoo.create_model(ARCH)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match='CRC-32'):
+        apply_checkpoint(model, checkpoint)
+    _assert_same(model, before)  # nothing was copied into the model
+    with pytest.raises(CheckpointError, match='CRC-32'):
+        checkpoint.verify()  # asked again, the same answer
+    with pytest.raises(CheckpointError, match='CRC-32'):
+        read_checkpoint(path)
+
+
+def test_damaged_sizes_report_the_damage_not_the_build_error(state_dict, tmp_path):
+    """A damaged file whose unpickled sizes break the model build is reported as damaged (the build waits for
+    the background check before raising its own error)."""
+    from regzoo.zoo.loading import Checkpoint
+
+    def broken(self, first_conv='stem.conv'):
+        return 0  # the first conv's size as damaged bytes might give it: RegNet(in_chans=0) cannot be built
+
+    path = tmp_path / 'w.pth'
+    torch.save(state_dict, path)
+    _flip(path, path.stat().st_size // 2)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Checkpoint, 'in_chans', broken)
+        with pytest.raises(CheckpointError, match='CRC-32'):
+            regzoo.create_model(ARCH, checkpoint_path=path)
+
+
 def test_malicious_pickle_is_refused(tmp_path):
     class Evil:
         def __reduce__(self):

@@ -34,7 +34,7 @@ from regzoo.training.components import (
     create_optimizer,
     create_scheduler,
 )
-from regzoo.training.distributed import DistInfo, cleanup, init_distributed
+from regzoo.training.distributed import DistInfo, any_process, cleanup, init_distributed
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
 from regzoo.training.errors import TrainingInputError
 from regzoo.training.loaders import (
@@ -265,28 +265,37 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
         loss_sum, images = 0.0, 0
         is_best = metrics[key] > best[0]
         best = (metrics[key], epoch) if is_best else best
+        failure = None
         if info.is_primary:
-            row = {'epoch': epoch, 'train_loss': train_loss, 'val_loss': metrics['loss'], 'top1': metrics['top1'],
-                   'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
-                   **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
-            with _saving(run_dir / 'summary.csv'):
-                _append_summary(run_dir / 'summary.csv', row)
-            elapsed = time.monotonic() - run_watch
-            left = elapsed / (epoch - first_epoch + 1) * (args.epochs - epoch - 1)
-            log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
-                'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
-                + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
-                + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
-            with _saving(run_dir / 'last'):
-                save_checkpoint(run_dir, 'last', model.state_dict(),
-                                _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
-            if ema is not None:
-                with _saving(run_dir / 'ema.safetensors'):
-                    save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
-            if is_best:
-                with _saving(run_dir / 'best.safetensors'):
-                    save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
-                                 {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
+            try:
+                row = {'epoch': epoch, 'train_loss': train_loss, 'val_loss': metrics['loss'], 'top1': metrics['top1'],
+                       'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
+                       **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
+                with _saving(run_dir / 'summary.csv'):
+                    _record_summary(run_dir / 'summary.csv', row)
+                elapsed = time.monotonic() - run_watch
+                left = elapsed / (epoch - first_epoch + 1) * (args.epochs - epoch - 1)
+                log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
+                    'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
+                    + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
+                    + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
+                with _saving(run_dir / 'last'):
+                    save_checkpoint(run_dir, 'last', model.state_dict(),
+                                    _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
+                if ema is not None:
+                    with _saving(run_dir / 'ema.safetensors'):
+                        save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
+                if is_best:
+                    with _saving(run_dir / 'best.safetensors'):
+                        save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
+                                     {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
+            except TrainingInputError as e:
+                failure = e
+        # all processes stop when the primary could not save: the others would otherwise wait for it in the
+        # next epoch's first collective until the process group times out (30 minutes)
+        if any_process(failure is not None, info):
+            raise failure or TrainingInputError('stopping: process 0 could not save its checkpoint (its error '
+                                                'says why)')
         if stop_requested():
             log(f'stop signal: saved {run_dir / "last.state.pt"} after epoch {epoch}')
             return 128 + int(stop_requested() or signal.SIGTERM)
@@ -294,10 +303,19 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
     return 0
 
 
-def _append_summary(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open('a', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
+def _record_summary(path: Path, row: dict) -> None:
+    """One row per epoch: an epoch run again (a resume from an older pair after a failed save) replaces its row
+    and the rows after it. The file is rewritten whole (``atomic_write``), so a failed write leaves the old one."""
+    rows = []
+    if path.is_file():
+        with path.open(newline='') as f:
+            rows = [r for r in csv.DictReader(f) if r.get('epoch', '').isdigit() and int(r['epoch']) < row['epoch']]
+    rows.append(row)
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+
+    def write(tmp: Path) -> None:
+        with tmp.open('w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
-        writer.writerow(row)
+            writer.writerows(rows)
+    atomic_write(path, write)

@@ -144,7 +144,8 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     _check_kwargs(arch, kwargs)
     checkpoint = None
     if checkpoint_path := kwargs.pop('checkpoint_path', None):
-        checkpoint = read_checkpoint(checkpoint_path)
+        # the file's bytes are verified in the background while the model is built (apply_checkpoint waits)
+        checkpoint = read_checkpoint(checkpoint_path, defer_verification=True)
         # a saved model keeps its head, its input channels and its settings (timm config.json model_args)
         # unless the call overrides them
         saved = {**checkpoint.model_args, 'num_classes': checkpoint.num_classes(), 'in_chans': checkpoint.in_chans()}
@@ -180,7 +181,12 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
     model_kwargs.setdefault('in_chans', pretrained_cfg.input_size[0])
 
-    model = RegNet(cfg, **model_kwargs)
+    try:
+        model = RegNet(cfg, **model_kwargs)
+    except Exception:
+        if checkpoint is not None:
+            checkpoint.verify()  # sizes read from damaged bytes: report the damage, not what it broke
+        raise
     fitted = adapt_input_cfg(pretrained_cfg, model.in_chans)
     model.pretrained_cfg = model.default_cfg = fitted  # one object under both names, as timm
     model.arch = arch  # the registered name, also when built through an alias

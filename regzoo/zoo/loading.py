@@ -13,7 +13,8 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -58,6 +59,16 @@ class Checkpoint:
     path: str
     source_format: str
     config: Mapping = field(default_factory=lambda: MappingProxyType({}))  # a saved dir's config.json
+    # checks of the file's bytes still running in the background (``read_checkpoint(defer_verification=True)``)
+    pending: tuple[Callable[[], None], ...] = field(default=(), repr=False, compare=False)
+
+    def verify(self) -> None:
+        """Wait for the background checks of the file's bytes (zip CRC, sha256 digests); raise what they found.
+
+        Weights must not be used before this returns: ``apply_checkpoint`` calls it first.
+        """
+        for check in self.pending:
+            check()
 
     @property
     def arch(self) -> str | None:
@@ -175,7 +186,31 @@ def _corrupt(path: Path, what: str) -> CheckpointError:
     return CheckpointError(f'{path}: corrupt: {what}; {fix}')
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _in_background(check: Callable[[], None]) -> Callable[[], None]:
+    """Start ``check`` in a daemon thread; the function returned waits for it and raises what it raised.
+
+    Verification runs beside the work that follows a read (unpickling, building the model): hashlib and zlib
+    release the GIL, so on a multi-core machine the check costs little wall time (docs/checkpoint-formats.md).
+    """
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller of wait()
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True, name='regzoo-verify')
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if raised:
+            raise raised[0]
+    return wait
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], Callable[[], None]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
     try:
@@ -184,15 +219,17 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             metadata = f.metadata()
     except Exception as e:  # safetensors raises its own SafetensorError, or OSError/ValueError
         raise _unreadable(path, 'safetensors file', e) from e
-    failed = failed_groups(tensors, metadata)
-    if failed:
-        raise _corrupt(path, f'the tensor data of group {_few(failed)} no longer matches the sha256 '
-                             f'({DIGEST_KEY}) stored in its metadata when regzoo wrote it')
-    return tensors
+
+    def check() -> None:
+        failed = failed_groups(tensors, metadata)
+        if failed:
+            raise _corrupt(path, f'the tensor data of group {_few(failed)} no longer matches the sha256 '
+                                 f'({DIGEST_KEY}) stored in its metadata when regzoo wrote it')
+    return tensors, _in_background(check)
 
 
 def _check_zip(path: Path) -> None:
-    """CRC-32 of every record of a zip-based torch file, before anything is unpickled (torch does not check)."""
+    """CRC-32 of every record of a zip-based torch file (torch does not check them)."""
     try:
         with path.open('rb') as f:
             if f.read(4) != b'PK\x03\x04':
@@ -204,13 +241,19 @@ def _check_zip(path: Path) -> None:
         raise _corrupt(path, f'the zip record {bad!r} fails its CRC-32 check (the bytes changed after saving)')
 
 
-def _read_file(path: Path) -> Mapping:
+def _read_file_unverified(path: Path) -> tuple[Mapping, Callable[[], None]]:
+    """The file's contents and a function that waits for the check of its bytes, which runs meanwhile.
+
+    A torch file's zip CRCs are checked while ``torch.load(weights_only=True)`` unpickles it (the restricted
+    unpickler is safe on damaged bytes); when unpickling fails, a failed CRC is the error reported.
+    """
     if path.suffix == '.safetensors':
         return _read_safetensors(path)
-    _check_zip(path)
+    verified = _in_background(lambda: _check_zip(path))
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
+        verified()  # damaged bytes explain a failed unpickling best
         # a pickled class the safe unpickler does not allow: the file is fine, but not weights-only
         if blocked := re.search(r'(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)', str(e)):
             raise CheckpointError(
@@ -221,7 +264,15 @@ def _read_file(path: Path) -> Mapping:
                 '(or better, safetensors.torch.save_file)') from e
         raise _unreadable(path, 'torch checkpoint', e) from e
     if not isinstance(obj, Mapping):
+        verified()
         raise CheckpointError(f'{path}: holds a {type(obj).__name__}, not a state dict or checkpoint mapping')
+    return obj, verified
+
+
+def _read_file(path: Path) -> Mapping:
+    """The file's contents, its bytes verified (zip CRC-32s; the sha256 digests of files regzoo wrote)."""
+    obj, verified = _read_file_unverified(path)
+    verified()
     return obj
 
 
@@ -346,21 +397,33 @@ def resolve_checkpoint(path: str | os.PathLike, log: bool = True) -> tuple[Path,
     return path, config
 
 
-def read_checkpoint(path: str | os.PathLike, source_format: str | None = None) -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike, source_format: str | None = None,
+                    defer_verification: bool = False) -> Checkpoint:
     """Read a weights file or a saved directory and convert it to our layout (format auto-detected when None).
 
-    Which file and which config: ``resolve_checkpoint``.
+    Which file and which config: ``resolve_checkpoint``. The file's bytes are verified (zip CRC-32s, the
+    sha256 digests of files regzoo wrote) before this returns, or with ``defer_verification`` in the
+    background until ``Checkpoint.verify()`` (which ``apply_checkpoint`` calls before using the weights).
     """
     path, config = resolve_checkpoint(path)
     if source_format is None and config.get('model_type') == 'regnet':
         source_format = 'hf'
-    raw = _read_sharded(path) if path.name.endswith('.index.json') else _read_file(path)
-    _refuse_run_file(path, raw)
+    if path.name.endswith('.index.json'):
+        raw, verified = _read_sharded(path), (lambda: None)
+    else:
+        raw, verified = _read_file_unverified(path)
     try:
+        _refuse_run_file(path, raw)
         state_dict, fmt = to_regzoo(raw, source_format)
-    except ValueError as e:
+    except ValueError as e:  # CheckpointError included: damaged bytes explain either best
+        verified()
+        if isinstance(e, CheckpointError):
+            raise
         raise CheckpointError(f'{path}: {e}') from e
-    return Checkpoint(state_dict, str(path), fmt, MappingProxyType(config))
+    checkpoint = Checkpoint(state_dict, str(path), fmt, MappingProxyType(config), pending=(verified,))
+    if not defer_verification:
+        checkpoint.verify()
+    return checkpoint
 
 
 # ---------------------------------------------------------------------------------------------- fitting + loading
@@ -481,7 +544,9 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: 
     A classifier of another size is left out and re-initialised deterministically (``init_classifier``);
     a first conv for another channel count is adapted (``adapt_input_conv``). Both are logged.
     NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``).
+    The file's bytes are verified first (``Checkpoint.verify``).
     """
+    checkpoint.verify()
     check_finite(checkpoint, allow_nonfinite)
     cfg = getattr(model, 'pretrained_cfg', None) or PretrainedCfg('', '')
     arch, model_sd, state_dict = _arch_name(model), model.state_dict(), dict(checkpoint.state_dict)
