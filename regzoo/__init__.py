@@ -19,6 +19,7 @@ them.
 from regzoo.analysis import design_space
 from regzoo.analysis.complexity import complexity, measure_complexity
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
+from regzoo.deploy.hub import push_to_hub
 from regzoo.deploy.inference import optimize_for_inference
 from regzoo.eval.predict import Prediction, predict
 from regzoo.models.design import RegNetCfg, StageSpec, make_stages
@@ -33,6 +34,7 @@ from regzoo.utils.layer_config import (
 )
 from regzoo.zoo import factories  # noqa: F401  (registers the architectures)
 from regzoo.zoo.builder import create_model
+from regzoo.zoo.card import model_card
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.loading import load_checkpoint
 from regzoo.zoo.pretrained import PretrainedCfg
@@ -53,8 +55,9 @@ __all__ = [
     'DataConfig', 'FeatureInfo', 'FeatureListNet', 'MODEL_CFGS', 'Prediction', 'PretrainedCfg', 'RegNet', 'RegNetCfg',
     'StageSpec', 'complexity', 'create_model', 'create_transform', 'design_space', 'get_pretrained_cfg',
     'get_pretrained_cfg_value', 'is_exportable', 'is_model', 'is_scriptable', 'list_models', 'list_modules',
-    'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_entrypoint',
-    'optimize_for_inference', 'predict', 'register_model', 'resolve_data_config', 'save_pretrained',
+    'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_card',
+    'model_entrypoint', 'optimize_for_inference', 'predict', 'push_to_hub', 'register_model',
+    'resolve_data_config', 'save_pretrained',
     'set_exportable', 'set_layer_config', 'set_scriptable', 'split_model_name_tag',
 ]
 __version__ = '0.1.0'

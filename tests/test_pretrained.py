@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 import torchvision.models as tvm
+from helpers import NOT_IN_TIMM
 from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 
 import regzoo
@@ -24,7 +25,10 @@ from regzoo.zoo.registry import REGISTRY
 
 PUBLISHED_CSV = Path(__file__).resolve().parents[1] / 'results' / 'reference' / 'published.csv'
 ARCHS = regzoo.list_models()
-TIMM_TAGS = [f'{a}.{t}' for a in ARCHS for t in timm.models._registry._model_default_cfgs[a].tags]
+TIMM_ARCHS = [a for a in ARCHS if a not in NOT_IN_TIMM]
+TIMM_TAGS = [f'{a}.{t}' for a in TIMM_ARCHS for t in timm.models._registry._model_default_cfgs[a].tags]
+# the weights of the archs timm lacks: SEER 10B's trunk and fine-tune, from vissl and HF transformers' hub repos
+NOT_IN_TIMM_WEIGHTS = ('regnety_10b.seer', 'regnety_10b.seer_ft_in1k')
 TV_V1 = {REGISTRY.resolve(n[:-len('_Weights')].lower()): getattr(tvm, n).IMAGENET1K_V1
          for n in dir(tvm) if n.startswith('RegNet_') and hasattr(getattr(tvm, n), 'IMAGENET1K_V1')}
 # what timm's cfg dicts and ours share, compared field by field
@@ -40,9 +44,11 @@ def state_dict_shapes(arch: str) -> dict[str, tuple]:
 
 
 def test_every_timm_tag_and_every_torchvision_v1_weight_is_present():
-    assert sorted(TIMM_TAGS) == sorted(n for n in WEIGHTS if not n.endswith('.tv_in1k'))
+    assert sorted(TIMM_TAGS) == sorted(n for n in WEIGHTS
+                                       if not n.endswith('.tv_in1k') and n not in NOT_IN_TIMM_WEIGHTS)
     assert sorted(f'{a}.tv_in1k' for a in TV_V1) == sorted(n for n in WEIGHTS if n.endswith('.tv_in1k'))
-    assert len(TV_V1) == 14 and len(WEIGHTS) == len(TIMM_TAGS) + 14
+    assert sorted(n for n in WEIGHTS if split_model_name_tag(n)[0] in NOT_IN_TIMM) == list(NOT_IN_TIMM_WEIGHTS)
+    assert len(TV_V1) == 14 and len(WEIGHTS) == len(TIMM_TAGS) + 14 + len(NOT_IN_TIMM_WEIGHTS)
 
 
 @pytest.mark.parametrize('name', TIMM_TAGS)
@@ -76,7 +82,10 @@ def test_schema(name):
     cfg = WEIGHTS[name]
     assert cfg.name == name and cfg.arch in MODEL_CFGS and re.fullmatch(r'[a-z0-9]+(_[a-z0-9]+)*', cfg.tag)
     assert cfg.hf_hub_id or cfg.url, 'no source'
-    assert cfg.hf_hub_id in (None, f'timm/{name}')
+    if cfg.arch in NOT_IN_TIMM:  # not on timm's hub: HF transformers' facebook/ repos
+        assert cfg.hf_hub_id.startswith('facebook/regnet-') and cfg.hf_hub_filename
+    else:
+        assert cfg.hf_hub_id in (None, f'timm/{name}')
     assert cfg.url is None or cfg.url.startswith('https://')
     assert cfg.sha256 is None or re.fullmatch(r'[0-9a-f]{8,64}', cfg.sha256)
     assert cfg.sha256 == url_hash_prefix(cfg.url)  # the hash the URL's file name carries, when it carries one
@@ -104,6 +113,9 @@ def test_each_arch_has_exactly_one_default_weight_the_same_as_timm():
     for arch in ARCHS:
         defaults = [cfg for cfg in WEIGHTS.values() if cfg.arch == arch and cfg.default]
         assert len(defaults) == 1, f'{arch}: {[cfg.tag for cfg in defaults]}'
+        if arch in NOT_IN_TIMM:  # the ImageNet classifier, as for the other SEER sizes timm has
+            assert defaults[0].tag == 'seer_ft_in1k'
+            continue
         # timm's default is what timm.create_model(arch, pretrained=True) loads: its first-listed tag
         first_listed = timm.models._registry._model_default_cfgs[arch].tags[0]
         assert defaults[0].tag == timm_pretrained_cfg(arch).tag == first_listed

@@ -22,7 +22,7 @@ def test_list_models_filters_and_natural_sort():
     ys = regzoo.list_models('regnety*')
     assert ys[0] == 'regnety_002' and ys[-1] == 'regnety_2560'
     assert ys.index('regnety_320') < ys.index('regnety_640') < ys.index('regnety_1280')
-    assert len(regzoo.list_models('regnetx_*')) == 13 and len(ys) == 17
+    assert len(regzoo.list_models('regnetx_*')) == 13 and len(ys) == 18  # 12 sizes, 2 _tv, 4 SEER-only
     assert regzoo.list_models('*_tv') == ['regnetx_004_tv', 'regnety_008_tv', 'regnety_080_tv']
     assert regzoo.list_models(['regnetx_002', 'regnety_002']) == ['regnetx_002', 'regnety_002']
     assert 'regnety_2560' not in regzoo.list_models('regnety*', exclude_filters=['*_1280', '*_2560'])
@@ -35,7 +35,7 @@ def test_every_size_is_registered():
         for size in sizes:
             assert regzoo.is_model(f'regnet{family}_{size}')
     for extra in ('regnetx_004_tv', 'regnety_008_tv', 'regnety_080_tv', 'regnety_640', 'regnety_1280',
-                  'regnety_2560'):
+                  'regnety_2560', 'regnety_10b'):
         assert regzoo.is_model(extra)
 
 
@@ -166,8 +166,9 @@ def test_canonical_name_of_any_typed_name():
         REGISTRY.canonical_name('RegNetY-3')
 
 
-_DOC = re.compile(  # 'RegNetY-3.2GF: 3.18 GFLOPs, 19.4 M params.' (a _tv arch adds ', <rounding note>' after the name)
-    r'(?P<paper>RegNet[XY]-[\d.]+[MG]F)(, [^:]+)?: (?P<gflops>[\d.]+) GFLOPs, (?P<params>[\d.]+) M params\.')
+_DOC = re.compile(  # 'RegNetY-3.2GF: 3.18 GFLOPs, 19.4 M params.' (a _tv arch adds ', <rounding note>' after the name;
+    # SEER's 10B model is named by its parameters: 'RegNetY-10B')
+    r'(?P<paper>RegNet[XY]-(?:[\d.]+[MG]F|\d+B))(, [^:]+)?: (?P<gflops>[\d.]+) GFLOPs, (?P<params>[\d.]+) M params\.')
 
 
 @pytest.mark.parametrize('arch', regzoo.list_models())

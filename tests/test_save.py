@@ -37,7 +37,7 @@ def _ours(arch: str, **kwargs) -> regzoo.RegNet:
 def test_hf_round_trip(arch, kwargs, tmp_path):
     model = _ours(arch, **kwargs)
     out = regzoo.save_pretrained(model, tmp_path / 'hf', format='hf')
-    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']  # nothing pickled
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # nothing pickled
     ref = transformers.RegNetForImageClassification.from_pretrained(out).eval()
     x = _input()[:, :model.in_chans]
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_bad_arguments(tmp_path):
 def test_timm_round_trip(tmp_path):
     model = _ours('regnety_002', num_classes=10)
     out = regzoo.save_pretrained(model, tmp_path / 'timm', format='timm')
-    assert sorted(p.name for p in out.iterdir()) == ['config.json', 'model.safetensors']
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']
     config = json.loads((out / 'config.json').read_text())
     assert config['architecture'] == 'regnety_002'
     assert (config['num_classes'], config['num_features']) == (10, 368)

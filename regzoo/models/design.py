@@ -14,6 +14,10 @@ Two roundings exist in the wild and give different networks for three of the pub
 pycls/timm round to the *nearest* multiple; torchvision never goes below 90% of the original
 (``group_min_ratio=0.9``, the ``_tv`` variants).
 
+A ``RegNetCfg`` may instead give its stages explicitly (``stage_widths``, ``stage_depths``: the form of
+HF transformers' ``RegNetConfig`` ``hidden_sizes`` / ``depths``, for nets no linear rule describes); see
+``RegNetCfg.from_stages``.
+
 Nothing here builds a module: ``make_stages`` is the single source of widths, depths, strides
 and groups, and ``make_blocks`` of each block's shape (stride, dilation, SE width, shortcut), for
 the model, the complexity counter and the design-space sampler.
@@ -38,6 +42,16 @@ WIDTH_QUANTUM = 8  # the paper's q: every per-block width is a multiple of 8
 class RegNetCfg:
     """One point of the RegNet design space plus the block options around it.
 
+    Two forms of the stages, one type:
+
+    * the quantized linear rule (the default): ``depth``, ``w0``, ``wa``, ``wm`` give the per-block widths,
+      which ``make_stages`` groups into stages and rounds to the group width (``group_min_ratio``);
+    * explicit stages: ``stage_widths`` and ``stage_depths`` (both, one entry per stage) are used as given,
+      with no quantization and no group rounding. ``depth``, ``w0``, ``wa``, ``wm`` and ``group_min_ratio``
+      are then **unused** (``from_stages`` fills them with placeholders; the design-space analysis, which
+      reads them, is only meaningful for the linear form). Each stage's 3x3 conv has
+      ``max(1, bottleneck // group_size)`` groups (HF transformers' rule), which must divide the bottleneck.
+
     Overrides go through ``dataclasses.replace`` (or ``cfg.replace(...)``): an unknown field raises.
     """
     depth: int                     # total number of blocks, d
@@ -55,6 +69,8 @@ class RegNetCfg:
     num_features: int = 0          # width of an extra 1x1 conv before the head; 0: none
     act: str = 'relu'
     norm: str = 'batchnorm'
+    stage_widths: tuple[int, ...] | None = None  # explicit stages (see above); None: the linear rule
+    stage_depths: tuple[int, ...] | None = None
 
     def __post_init__(self):
         def fail(field: str, why: str):
@@ -88,6 +104,45 @@ class RegNetCfg:
             fail('act', f'must be one of {ACTIVATIONS}')
         if self.norm not in NORMS:
             fail('norm', f'must be one of {NORMS}')
+        self._check_explicit_stages(fail)
+
+    def _check_explicit_stages(self, fail) -> None:
+        if self.stage_widths is None and self.stage_depths is None:
+            return
+        for name in ('stage_widths', 'stage_depths'):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or not value or not all(
+                    isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value):
+                fail(name, 'explicit stages need both stage_widths and stage_depths, each a non-empty sequence '
+                           'of ints >= 1')
+            # a list (a config.json's model_args) becomes a tuple, so the frozen cfg stays hashable
+            object.__setattr__(self, name, tuple(value))
+        if len(self.stage_widths) != len(self.stage_depths):
+            fail('stage_depths', f'must have one entry per stage: {len(self.stage_widths)} stage_widths')
+        for width in self.stage_widths:
+            bottleneck = int(round(width * self.bottle_ratio))
+            groups = max(1, bottleneck // self.group_size)
+            if bottleneck < 1 or bottleneck % groups:
+                fail('stage_widths', f'stage width {width} has a bottleneck of {bottleneck} channels, not divisible '
+                                     f'into its max(1, {bottleneck} // group_size {self.group_size}) = {groups} groups')
+
+    @classmethod
+    def from_stages(cls, stage_widths: Sequence[int], stage_depths: Sequence[int], group_size: int,
+                    **options) -> RegNetCfg:
+        """A cfg with explicit stages (widths and depths used as given); ``options`` are the other fields.
+
+        The linear-rule fields, unused in this form, get placeholders: ``depth`` = the number of blocks,
+        ``w0`` = 8, ``wa`` = 0, ``wm`` = 2.
+        """
+        depths = tuple(stage_depths)  # __post_init__ checks them; a bad one must not fail in sum() first
+        total = sum(depths) if all(isinstance(d, int) for d in depths) else 1
+        return cls(depth=max(1, total), w0=WIDTH_QUANTUM, wa=0.0, wm=2.0, group_size=group_size,
+                   stage_widths=tuple(stage_widths), stage_depths=depths, **options)
+
+    @property
+    def has_explicit_stages(self) -> bool:
+        """True when ``stage_widths`` / ``stage_depths`` give the stages (the linear-rule fields are unused)."""
+        return self.stage_widths is not None
 
     def replace(self, **changes) -> RegNetCfg:
         """A copy with ``changes`` applied; unknown fields raise TypeError naming them."""
@@ -187,7 +242,10 @@ def stage_strides(num_stages: int, output_stride: int = 32, stem_stride: int = 2
 
 
 def make_stages(cfg: RegNetCfg, output_stride: int = 32) -> tuple[StageSpec, ...]:
-    """The per-stage specs of ``cfg``: blocks of equal width grouped into stages, widths made group-compatible."""
+    """The per-stage specs of ``cfg``: blocks of equal width grouped into stages, widths made group-compatible
+    (or, with explicit stages, the stages as given)."""
+    if cfg.has_explicit_stages:
+        return _explicit_stages(cfg, output_stride)
     widths = block_widths(cfg.wa, cfg.w0, cfg.wm, cfg.depth)
     stage_widths = sorted(set(widths))
     stage_depths = [widths.count(w) for w in stage_widths]
@@ -199,6 +257,20 @@ def make_stages(cfg: RegNetCfg, output_stride: int = 32) -> tuple[StageSpec, ...
         StageSpec(width=w, depth=d, stride=s, dilation=dil, group_size=g, bottle_ratio=b)
         for w, d, (s, dil), g, b in zip(
             stage_widths, stage_depths, stage_strides(n, output_stride), group_sizes, ratios))
+
+
+def _explicit_stages(cfg: RegNetCfg, output_stride: int) -> tuple[StageSpec, ...]:
+    """``cfg``'s explicit stages: widths as given, max(1, bottleneck // group_size) groups per 3x3 conv
+    (HF transformers' rule; ``__post_init__`` checked they divide the bottleneck)."""
+    specs = []
+    strides = stage_strides(len(cfg.stage_widths), output_stride)
+    for width, depth, (stride, dilation) in zip(cfg.stage_widths, cfg.stage_depths, strides):
+        bottleneck = int(round(width * cfg.bottle_ratio))
+        # the channels per group that gives those groups, so StageSpec.groups is the conv's group count
+        group_size = bottleneck // max(1, bottleneck // cfg.group_size)
+        specs.append(StageSpec(width=width, depth=depth, stride=stride, dilation=dilation, group_size=group_size,
+                               bottle_ratio=cfg.bottle_ratio))
+    return tuple(specs)
 
 
 @dataclass(frozen=True)

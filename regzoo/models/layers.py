@@ -106,6 +106,8 @@ def init_classifier(fc: nn.Linear) -> None:
 
     Building with ``num_classes=n`` and calling ``reset_classifier(n)`` later give the same head.
     """
+    if fc.weight.is_meta:
+        return  # built on the meta device: shapes only (the 10B's head would be a 113 MB draw for nothing)
     gen = torch.Generator(device='cpu').manual_seed(0)
     with torch.no_grad():
         fc.weight.copy_(torch.randn(fc.weight.shape, generator=gen, device='cpu') * 0.01)

@@ -222,6 +222,8 @@ class RegNet(nn.Module):
     def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
+                if m.weight.is_meta:
+                    continue  # built on the meta device: no values to draw (and meta init ops are slow to import)
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
                 nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
                 if m.bias is not None:

@@ -5,7 +5,9 @@ with ``pretrained=True`` and ``checkpoint_path=`` alike (timm #488, #2150).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import os
 from collections.abc import Mapping
@@ -21,10 +23,12 @@ from regzoo.models.features import (
     FeatureListNet,
     resolve_out_indices,
 )
+from regzoo.models.layers import init_classifier
 from regzoo.models.regnet import RegNet
 from regzoo.utils.names import did_you_mean
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.fetch import load_pretrained
+from regzoo.zoo.hub_names import is_hub_name, resolve_hub_name
 from regzoo.zoo.loading import adapt_input_cfg, apply_checkpoint, read_checkpoint
 from regzoo.zoo.pretrained import (
     PretrainedCfg,
@@ -35,7 +39,7 @@ from regzoo.zoo.registry import REGISTRY
 
 _MODEL_KWARGS = tuple(p for p in inspect.signature(RegNet).parameters if p != 'cfg')
 _BUILD_KWARGS = ('pretrained_tag', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
-                 'allow_nonfinite', 'features_only', 'out_indices', 'feature_cls', 'feature_cfg')
+                 'allow_nonfinite', 'features_only', 'out_indices', 'feature_cls', 'feature_cfg', 'device', 'dtype')
 _CFG_FIELDS = tuple(f.name for f in dataclasses.fields(RegNetCfg))
 
 # feature_cls names (timm's) -> wrapper. 'hook' reads the same taps as 'list': a RegNet's taps are its direct
@@ -126,6 +130,36 @@ def _feature_wrapper(arch: str, num_taps: int, out_indices, feature_cls, feature
     return lambda model: feature_cls(model, out_indices, **cfg)
 
 
+def _device_dtype(arch: str, device, dtype) -> tuple[torch.device | None, torch.dtype | None]:
+    """``create_model``'s ``device=`` / ``dtype=`` checked: a torch device (or its name, or a CUDA index) and a
+    floating dtype (or its name: 'bfloat16', 'torch.float16'); None stays None."""
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"{arch}: device={device!r} is invalid: a torch device such as 'cpu', 'cuda:0' or "
+                             f"'meta' ({e})") from None
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix('torch.'), dtype)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"{arch}: dtype={dtype!r} is invalid: a floating dtype such as torch.bfloat16 or "
+                         "'float16'")
+    return device, dtype
+
+
+def _initialise(model: RegNet, device: torch.device) -> None:
+    """Give a model built on the meta device its memory on ``device`` and the values building it there gives:
+    each layer's own init in construction order (which draws the same random numbers), then RegNet's."""
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, 'reset_parameters'):
+                module.reset_parameters()
+        model._init_weights()  # what RegNet.__init__ runs after building its layers
+        if isinstance(model.head.fc, nn.Linear):
+            init_classifier(model.head.fc)
+
+
 def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) -> nn.Module:
     """Build ``arch`` from ``cfg``.
 
@@ -134,6 +168,11 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     ``checkpoint_path`` loads a local file or directory (any supported format); ``features_only`` wraps the
     loaded model as a feature extractor (``out_indices``, ``feature_cls``, ``feature_cfg`` as timm); the rest
     go to ``RegNet``. Unknown keys raise a TypeError naming them.
+
+    ``device`` / ``dtype`` build the model there and in that precision directly: it is built on the meta device
+    (no memory), then either takes the loaded weights in place (``apply_checkpoint``: one copy, read shard by
+    shard from a sharded checkpoint) or gets its memory and initial values there. ``device='meta'`` leaves it
+    without data (shapes only; weights cannot be loaded then). Loading weights builds on meta in any case.
 
     A checkpoint's head size, first-conv channels and saved ``model_args`` are the defaults for
     ``num_classes``, ``in_chans`` and the rest, then the pretrained cfg's (as timm). ``model.pretrained_cfg``
@@ -159,6 +198,11 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     overlay = kwargs.pop('pretrained_cfg_overlay', None)
     cache_dir = kwargs.pop('cache_dir', None)
     allow_nonfinite = bool(kwargs.pop('allow_nonfinite', False))  # NaN/Inf weights: a warning, not an error
+    device, dtype = _device_dtype(arch, kwargs.pop('device', None), kwargs.pop('dtype', None))
+    loads = pretrained or checkpoint is not None
+    if loads and device is not None and device.type == 'meta':
+        raise ValueError(f"{arch}: device='meta' builds without data, so no weights can be loaded into it: pass "
+                         'pretrained=False and no checkpoint_path, or a real device')
     features_only = kwargs.pop('features_only', False)
     feature_cfg = dict(kwargs.pop('feature_cfg', None) or {})
     # as timm: the out_indices / feature_cls kwargs win over feature_cfg's
@@ -181,8 +225,13 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)
     model_kwargs.setdefault('in_chans', pretrained_cfg.input_size[0])
 
+    # on the meta device (no memory) when weights will take the parameters' place, or device/dtype ask for them
+    on_meta = loads or device is not None or dtype is not None
     try:
-        model = RegNet(cfg, **model_kwargs)
+        with torch.device('meta') if on_meta else contextlib.nullcontext():
+            model = RegNet(cfg, **model_kwargs)
+        if dtype is not None:
+            model.to(dtype)
     except Exception:
         if checkpoint is not None:
             checkpoint.verify()  # sizes read from damaged bytes: report the damage, not what it broke
@@ -190,10 +239,15 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     fitted = adapt_input_cfg(pretrained_cfg, model.in_chans)
     model.pretrained_cfg = model.default_cfg = fitted  # one object under both names, as timm
     model.arch = arch  # the registered name, also when built through an alias
-    if pretrained:
+    target = torch.get_default_device() if device is None else device
+    if pretrained:  # loaded where torch's default device is, then moved to ``device``
         load_pretrained(model, pretrained_cfg, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite)
     if checkpoint is not None:
-        apply_checkpoint(model, checkpoint, allow_nonfinite)
+        apply_checkpoint(model, checkpoint, allow_nonfinite, device=target)
+    if on_meta and not loads and target.type != 'meta':
+        _initialise(model, target)
+    elif loads and device is not None:
+        model.to(device)
     if wrap is not None:
         model = wrap(model)
         # as timm's pretrained_cfg_for_features: no num_classes, no classifier
@@ -217,7 +271,9 @@ def create_model(
 
     Args:
         model_name: ``arch`` or ``arch.tag``, e.g. ``regnety_032`` or ``regnety_032.pycls_in1k``;
-            aliases such as ``regnet_y_3_2gf`` or ``RegNetY-3.2GF`` work too.
+            aliases such as ``regnet_y_3_2gf`` or ``RegNetY-3.2GF`` work too; so do Hugging Face hub names:
+            HF transformers' repos (``facebook/regnet-y-040``, with or without ``hf-hub:``) and
+            ``hf-hub:ORG/REPO`` in timm's or transformers' layout (``regzoo.zoo.hub_names``).
         pretrained: load the tag's weights (the arch's default tag when none is given).
         pretrained_cfg: the weight cfg: a tag (``'ra_in1k'``; it wins over the name's tag, as timm), a dict in
             timm's keys, or a ``PretrainedCfg``. ``model.pretrained_cfg`` is always set, as timm: without
@@ -234,11 +290,21 @@ def create_model(
             ``output_stride``, ``global_pool``, ``drop_rate``, ``drop_path_rate``, ``zero_init_last``, or any
             ``RegNetCfg`` field to override the architecture. None values are dropped (as timm); anything
             else raises a TypeError.
+            ``device`` / ``dtype`` (as timm and transformers take them): build the model on that device and in
+            that floating precision directly, with no full-size copy elsewhere first; ``device='meta'`` builds
+            shapes only, without memory (``regnety_10b``, 9.35 B parameters, in about a second).
     """
     del scriptable, exportable, no_jit  # accepted no-ops, documented above
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    arch, tag = REGISTRY.split(model_name)
-    fn = REGISTRY.entrypoint(arch)
+    hub = resolve_hub_name(model_name, pretrained, cache_dir) if is_hub_name(model_name) else None
+    if hub is not None:  # 'facebook/regnet-y-040', 'hf-hub:ORG/REPO': the repo's arch, weights and settings
+        kwargs = {**hub.model_args, **kwargs}
+        pretrained_cfg = hub.pretrained_cfg if pretrained_cfg is None else pretrained_cfg
+    if hub is not None and hub.cfg is not None:  # no registered arch has the repo's stages: its config's own
+        fn, tag = functools.partial(build_regnet, hub.arch, hub.cfg), None
+    else:
+        arch, tag = REGISTRY.split(hub.arch if hub is not None else model_name)
+        fn = REGISTRY.entrypoint(arch)
     for key, value in (('pretrained_cfg', pretrained_cfg), ('pretrained_cfg_overlay', pretrained_cfg_overlay),
                        ('checkpoint_path', checkpoint_path), ('cache_dir', cache_dir)):
         if value is not None:

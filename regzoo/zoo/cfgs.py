@@ -3,8 +3,9 @@
 Naming: ``regnet{x,y}_NNN`` where NNN = GFLOPs x 10 (``regnety_032`` is RegNetY-3.2GF).
 The (w0, wa, wm, depth, group_size) points are the paper's / pycls's published ones.
 ``_tv`` rows use torchvision's width rounding (``group_min_ratio=0.9``), which changes the network
-for these three sizes; ``regnety_640/1280/2560`` are the SEER sizes. The factories that build
-them are ``regzoo.zoo.factories``.
+for these three sizes; ``regnety_640/1280/2560`` and ``regnety_10b`` are the SEER sizes. ``regnety_10b`` is named
+by its parameters, as SEER names it (RegNetY-10B: 9.35 B parameters, 1863 GFLOPs), not by GFLOPs x 10. The
+factories that build them are ``regzoo.zoo.factories``.
 """
 from __future__ import annotations
 
@@ -47,12 +48,19 @@ MODEL_CFGS: MappingProxyType[str, RegNetCfg] = MappingProxyType(dict(
     regnety_640=RegNetCfg(w0=352, wa=147.48, wm=2.4, group_size=328, depth=20, **_Y),
     regnety_1280=RegNetCfg(w0=456, wa=160.83, wm=2.52, group_size=264, depth=27, **_Y),
     regnety_2560=RegNetCfg(w0=640, wa=230.83, wm=2.53, group_size=373, depth=27, **_Y),
+    # vissl's regnet10B (w_0 1744, w_a 620.83, w_m 2.52, depth 27, group_width 1010, bottleneck 1): stages of
+    # widths 2020/4040/11110/28280 and depths 2/7/17/1, transformers' convert_regnet_seer_10b_to_pytorch.py config
+    regnety_10b=RegNetCfg(w0=1744, wa=620.83, wm=2.52, group_size=1010, depth=27, **_Y),
 ))
 
 
 def paper_name(arch: str) -> str:
-    """'regnety_032' -> 'RegNetY-3.2GF', 'regnetx_004' -> 'RegNetX-400MF' (pycls naming)."""
-    family, digits = arch[len('regnet')].upper(), int(arch.split('_')[1])
+    """'regnety_032' -> 'RegNetY-3.2GF', 'regnetx_004' -> 'RegNetX-400MF' (pycls naming); 'regnety_10b' -> 'RegNetY-10B'
+    (SEER's naming by parameters)."""
+    family, size = arch[len('regnet')].upper(), arch.split('_')[1]
+    if size.endswith('b'):
+        return f'RegNet{family}-{size[:-1]}B'
+    digits = int(size)
     if digits < 10:
         return f'RegNet{family}-{digits * 100}MF'
     return f'RegNet{family}-{digits / 10:.1f}GF' if digits < 100 else f'RegNet{family}-{digits // 10}GF'

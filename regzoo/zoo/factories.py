@@ -203,6 +203,12 @@ def regnety_2560(pretrained: bool = False, **kwargs) -> RegNet:
     return build_regnet('regnety_2560', MODEL_CFGS['regnety_2560'], pretrained=pretrained, **kwargs)
 
 
+@register_model
+def regnety_10b(pretrained: bool = False, **kwargs) -> RegNet:
+    """RegNetY-10B: 1863.31 GFLOPs, 9352.2 M params."""
+    return build_regnet('regnety_10b', MODEL_CFGS['regnety_10b'], pretrained=pretrained, **kwargs)
+
+
 for _arch in MODEL_CFGS:
     for _alias in aliases(_arch):
         REGISTRY.register_alias(_alias, _arch)

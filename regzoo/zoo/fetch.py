@@ -7,6 +7,7 @@ no network it fails in about a second instead of after huggingface_hub's retries
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,6 +25,7 @@ from regzoo.zoo.loading import (
     url_cache_path,
 )
 from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.sharded import INDEX_NAMES, is_index
 
 _LOGGER = logging.getLogger(__name__)
 _TRUE = ('1', 'ON', 'YES', 'TRUE')
@@ -109,7 +111,18 @@ def unreachable(urls: list[str], timeout: float | None = None) -> dict[str, str]
 
 
 def _hub_names(cfg: PretrainedCfg) -> tuple[str, ...]:
-    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES
+    # a repo too large for one file holds a shard index instead (HF's names), after the single files
+    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES + INDEX_NAMES
+
+
+def _shard_names(index: str | os.PathLike) -> list[str]:
+    """The shard files a (cached or downloaded) index lists; [] when it is unreadable (reading it later says why)."""
+    if not is_index(index):
+        return []
+    try:
+        return sorted(set(json.loads(Path(index).read_text())['weight_map'].values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
 
 
 def _hub_cache(cache_dir: str | os.PathLike | None) -> Path:
@@ -123,7 +136,13 @@ def _hub_cached(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.Pat
         # the cache first, for every candidate, by a pure file-system lookup: even hf_hub_download(
         # local_files_only=True) builds request headers, which (huggingface_hub 2.x) may fetch from the Hub
         if isinstance(found := try_to_load_from_cache(cfg.hf_hub_id, name, cache_dir=cache), str):
-            return Path(found)
+            missing = [shard for shard in _shard_names(found)
+                       if not isinstance(try_to_load_from_cache(cfg.hf_hub_id, shard, cache_dir=cache), str)]
+            if not missing:
+                return Path(found)
+            attempts.append(f'HF hub repo {cfg.hf_hub_id!r}: {name} is in the cache {cache}, but not its shard(s) '
+                            + ', '.join(missing))
+            return None
     attempts.append(f'HF hub repo {cfg.hf_hub_id!r} ({", ".join(names)}): not in the cache {cache}')
     return None
 
@@ -134,7 +153,10 @@ def _hub_download(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.P
     names = _hub_names(cfg)
     for name in names:
         try:
-            return Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=_hub_cache(cache_dir)))
+            found = Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=_hub_cache(cache_dir)))
+            for shard in _shard_names(found):  # a shard index: the shards it lists, into the same snapshot
+                hf_hub_download(cfg.hf_hub_id, shard, cache_dir=_hub_cache(cache_dir))
+            return found
         except LocalEntryNotFoundError as e:  # the hub could not be reached
             attempts.append(f'HF hub download of {cfg.hf_hub_id}/{name} failed: {e}')
             return None

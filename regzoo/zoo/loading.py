@@ -22,12 +22,24 @@ from types import MappingProxyType
 import torch
 import torch.nn as nn
 
+from regzoo.data import labels
 from regzoo.models.design import make_stages
 from regzoo.models.layers import init_classifier
 from regzoo.utils.checksum import DIGEST_KEY, bad_zip_record, failed_groups
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import to_regzoo
 from regzoo.zoo.pretrained import TIMM_CFG_KEYS, PretrainedCfg
+from regzoo.zoo.sharded import (
+    BIN_INDEX,
+    INDEX_NAMES,
+    SAFETENSORS_INDEX,
+    ShardError,
+    is_index,
+    load_tensors,
+    meta_tensors,
+    read_index,
+    read_shards,
+)
 
 _LOGGER = logging.getLogger(__name__)
 HUB_FILENAMES = ('model.safetensors', 'pytorch_model.bin')  # safetensors first: it cannot carry code
@@ -100,8 +112,9 @@ class Checkpoint:
         and its labels are names, not a label set we know: the rest are the defaults.
         """
         if self.config.get('model_type') == 'regnet':
-            return PretrainedCfg(arch, '', num_classes=self.num_classes(), label_set=None,
-                                 input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:]))
+            return with_label_names(PretrainedCfg(
+                arch, '', num_classes=self.num_classes(), label_set=None,
+                input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:])), self.config)
         saved = self.config.get('pretrained_cfg') if self.arch else None
         if not saved:
             return None
@@ -111,6 +124,24 @@ class Checkpoint:
         if self.label_names is not None:
             values['label_names'] = self.label_names
         return PretrainedCfg.from_dict(values, arch=arch)
+
+
+def with_label_names(cfg: PretrainedCfg, config: Mapping) -> PretrainedCfg:
+    """``cfg`` with an HF config's ``id2label`` as its class names, when they name its classifier's classes.
+
+    HF's labels are descriptions ('tench, Tinca tinca'): when they are a packaged label set's, that set (its
+    ids and descriptions); otherwise the names themselves.
+    """
+    id2label = config.get('id2label') or {}
+    n = cfg.num_classes or 0
+    names = [id2label.get(str(i), id2label.get(i)) for i in range(n)]
+    if not n or len(id2label) != n or any(name is None for name in names):
+        return cfg
+    names = tuple(str(name) for name in names)
+    if names == tuple(f'LABEL_{i}' for i in range(n)):  # transformers' placeholders name no class
+        return cfg
+    label_set = next((s for s in labels.PACKAGED if labels.label_descriptions(s) == names), None)
+    return cfg.replace(label_set=label_set, class_names=None if label_set else names)
 
 
 # ---------------------------------------------------------------------------------------------- reading files
@@ -276,26 +307,52 @@ def _read_file(path: Path) -> Mapping:
     return obj
 
 
+def _shard_error(e: ShardError) -> CheckpointError:
+    """``regzoo.zoo.sharded``'s error as ours; a file that does not read is described as any unreadable file is."""
+    return CheckpointError(f'{e}; the file is {describe_file(e.path)}' if e.cause is not None else str(e))
+
+
 def _read_sharded(index_file: Path) -> dict[str, torch.Tensor]:
+    """A sharded checkpoint's tensors as meta tensors: names, shapes and dtypes from the shard headers, no data.
+
+    The data is read shard by shard when the checkpoint is applied (``apply_checkpoint``), so it is never in
+    memory twice; a malformed index, a missing or unreadable shard raise here, naming the file.
+    """
     try:
-        weight_map = json.loads(index_file.read_text())['weight_map']
-        shards = sorted(set(weight_map.values()))
-        if not all(isinstance(s, str) and s and Path(s).name == s for s in shards):
-            raise ValueError(f'shard names must be file names beside the index, got {_few(map(repr, shards))}')
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f'{index_file}: not a readable sharded-weights index ({type(e).__name__}: {e}): '
-                              f'the file is {describe_file(index_file)}; expected JSON with a "weight_map" '
-                              'of tensor name -> shard file') from e
-    state_dict = {}
-    for shard in shards:
-        if not (index_file.parent / shard).is_file():
-            raise CheckpointError(f'{index_file}: its shard {shard} is missing from {index_file.parent}')
-        state_dict.update(_read_file(index_file.parent / shard))
-    return state_dict
+        return meta_tensors(read_index(index_file))
+    except ShardError as e:
+        raise _shard_error(e) from e
+
+
+def _owns_memory(path: str | os.PathLike) -> bool:
+    """Whether the tensors read from ``path`` own their memory, so a parameter may be one: ``torch.load``'s do
+    (``_read_file``), safetensors maps its tensors from the file (and a parameter must not live in a file)."""
+    return Path(path).suffix in TORCH_SUFFIXES
+
+
+def _load_shards(model: nn.Module, checkpoint: Checkpoint, fit, allow_nonfinite: bool, device) -> None:
+    """Read a sharded checkpoint into ``model`` one shard at a time: each shard is converted along with the rest
+    of the checkpoint's names (a layout may need them all: HF's X vs Y blocks), checked for NaN/Inf, fitted by
+    ``fit`` and loaded (``regzoo.zoo.sharded.load_tensors``)."""
+    try:
+        index = read_index(checkpoint.path)
+        placeholders = meta_tensors(index)
+        for shard, tensors in read_shards(index, placeholders, _read_file):
+            try:
+                converted, _ = to_regzoo({**placeholders, **tensors}, checkpoint.source_format)
+            except ValueError as e:
+                raise CheckpointError(f'{shard}: {e}') from e
+            part = {k: v for k, v in converted.items() if not v.is_meta}
+            check_finite(Checkpoint(part, str(shard), checkpoint.source_format), allow_nonfinite)
+            load_tensors(model, fit(part), device, copy=False)  # read_shards' tensors own their memory
+            del tensors, converted, part  # this shard's data goes before the next one is read
+    except ShardError as e:
+        raise _shard_error(e) from e
 
 
 def _dir_weights_file(path: Path, log: bool = True) -> Path:
-    for name in DIR_FILENAMES + ('model.safetensors.index.json',):
+    # as transformers: safetensors (one file, then shards) before pickles (one file, then shards)
+    for name in ('model.safetensors', SAFETENSORS_INDEX, 'pytorch_model.bin', BIN_INDEX):
         if (path / name).is_file():
             return path / name
     run_files = [name for name in RUN_WEIGHTS if (path / name).is_file()]
@@ -308,7 +365,8 @@ def _dir_weights_file(path: Path, log: bool = True) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     found = ', '.join(p.name for p in candidates) or 'none'
-    raise CheckpointError(f'{path}: expected {" or ".join(DIR_FILENAMES)} or a single weights file '
+    raise CheckpointError(f'{path}: expected {" or ".join(DIR_FILENAMES)} (or {" or ".join(INDEX_NAMES)} over '
+                          'their shards) or a single weights file '
                           f'(*.safetensors, {", ".join("*" + s for s in TORCH_SUFFIXES)}); found: {found}')
 
 
@@ -538,37 +596,65 @@ def check_finite(checkpoint: Checkpoint, allow_nonfinite: bool = False) -> None:
     _LOGGER.warning('%s; loading them anyway (allow_nonfinite=True)', what)
 
 
-def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: bool = False) -> None:
+def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: bool = False,
+                     device: torch.device | str | None = None) -> None:
     """Load ``checkpoint`` into ``model`` strictly, after fitting the classifier and first conv.
 
     A classifier of another size is left out and re-initialised deterministically (``init_classifier``);
     a first conv for another channel count is adapted (``adapt_input_conv``). Both are logged.
     NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``).
     The file's bytes are verified first (``Checkpoint.verify``).
+
+    A model built on the meta device takes the checkpoint's tensors themselves, cast to its dtype and put on
+    ``device`` (default: torch's default device, CPU unless set), so the weights are never in memory twice.
+    A sharded checkpoint (its tensors are meta tensors: ``read_checkpoint`` of an ``*.index.json``) is checked
+    whole against the model first, then read, converted, checked for NaN/Inf and loaded one shard at a time.
     """
     checkpoint.verify()
-    check_finite(checkpoint, allow_nonfinite)
+    sharded = is_index(checkpoint.path)
+    if not sharded:
+        if no_data := [k for k, v in checkpoint.state_dict.items() if v.is_meta]:
+            raise CheckpointError(f'{checkpoint.path}: holds tensors without data (saved from the meta device): '
+                                  f'{_few(no_data, 5)}')
+        check_finite(checkpoint, allow_nonfinite)
     cfg = getattr(model, 'pretrained_cfg', None) or PretrainedCfg('', '')
-    arch, model_sd, state_dict = _arch_name(model), model.state_dict(), dict(checkpoint.state_dict)
+    arch, model_sd = _arch_name(model), model.state_dict()
     head = model.get_classifier()
     model_classes = head.out_features if isinstance(head, nn.Linear) else 0
     ckpt_classes = checkpoint.num_classes(cfg.classifier)
     head_keys = (f'{cfg.classifier}.weight', f'{cfg.classifier}.bias')
-    if ckpt_classes != model_classes:
-        # the model's own head stands in for the checkpoint's, so the strict check still covers everything else
-        state_dict.update({k: model_sd[k] for k in head_keys if k in model_sd})
-        state_dict = {k: v for k, v in state_dict.items() if k not in head_keys or k in model_sd}
+    new_head = ckpt_classes != model_classes
+    if new_head:
         _LOGGER.info('%s: the weights have %d classes, the model %d: %s %s', arch, ckpt_classes, model_classes,
                      cfg.classifier, 're-initialised (init_classifier)' if model_classes else 'left out')
     conv_key = f'{cfg.first_conv}.weight'
-    if (conv_key in state_dict and conv_key in model_sd and state_dict[conv_key].ndim == model_sd[conv_key].ndim == 4
-            and state_dict[conv_key].shape[1] != model_sd[conv_key].shape[1]):
-        _LOGGER.info('%s: adapting %s from %d to %d input channels', arch, cfg.first_conv,
-                     state_dict[conv_key].shape[1], model_sd[conv_key].shape[1])
-        state_dict[conv_key] = adapt_input_conv(state_dict[conv_key], model_sd[conv_key].shape[1])
-    _check_fits(model, checkpoint, state_dict)
-    model.load_state_dict(state_dict, strict=True)
-    if ckpt_classes != model_classes and model_classes:
+    ckpt_conv, model_conv = checkpoint.state_dict.get(conv_key), model_sd.get(conv_key)
+    adapt = (ckpt_conv is not None and model_conv is not None and ckpt_conv.ndim == model_conv.ndim == 4
+             and ckpt_conv.shape[1] != model_conv.shape[1])
+    if adapt:
+        _LOGGER.info('%s: adapting %s from %d to %d input channels', arch, cfg.first_conv, ckpt_conv.shape[1],
+                     model_conv.shape[1])
+
+    def fit(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The checkpoint's tensors (all, or one shard's) as the model takes them."""
+        out = {k: v for k, v in tensors.items() if not (new_head and k in head_keys)}
+        if adapt and conv_key in out:
+            out[conv_key] = adapt_input_conv(out[conv_key], model_conv.shape[1])
+        return out
+
+    state_dict = fit(checkpoint.state_dict)
+    # the model's own head stands in for a replaced one, so the strict check still covers everything else
+    own_head = {k: model_sd[k] for k in head_keys if new_head and k in model_sd}
+    _check_fits(model, checkpoint, {**state_dict, **own_head})
+    if sharded:
+        _load_shards(model, checkpoint, fit, allow_nonfinite, device)
+    elif any(v.is_meta for v in model_sd.values()):
+        load_tensors(model, state_dict, device, copy=not _owns_memory(checkpoint.path))
+    else:
+        model.load_state_dict({**state_dict, **own_head}, strict=True)
+    if new_head and model_classes:
+        if head.weight.is_meta:  # a model built on meta: the new head gets its memory here
+            head.to_empty(device=torch.get_default_device() if device is None else device)
         init_classifier(head)
 
 

@@ -422,9 +422,57 @@ WEIGHTS: MappingProxyType[str, PretrainedCfg] = MappingProxyType({cfg.name: cfg 
     # regnety_2560
     _seer('regnety_2560', 'seer_ft_in1k',
           'seer_finetuned/seer_regnet256_finetuned_in1k_model_final_checkpoint_phase38.torch', default=True),
+    # regnety_10b (SEER 10B, arXiv:2202.08360): not on timm's hub; the hub copies are transformers' conversions
+    # (convert_regnet_seer_10b_to_pytorch.py) in the HF layout, ~37 GB of fp32 as pytorch_model-0000k-of-00004.bin
+    # shards + their index
+    _seer('regnety_10b', 'seer_ft_in1k', 'seer_finetuned/seer_10b_finetuned_in1k_model_phase28_conso.torch',
+          default=True).replace(hf_hub_id='facebook/regnet-y-10b-seer-in1k',
+                                hf_hub_filename='pytorch_model.bin.index.json', paper_ids='arXiv:2202.08360'),
+    _seer('regnety_10b', 'seer', 'seer_regnet10B/model_iteration124500_conso.torch').replace(
+        hf_hub_id='facebook/regnet-y-10b-seer', hf_hub_filename='pytorch_model.bin.index.json',
+        paper_ids='arXiv:2202.08360'),
 
 )})
 _DEFAULTS = {cfg.arch: cfg for cfg in WEIGHTS.values() if cfg.default}  # an index of the field, not a second table
+
+# HF transformers' RegNet repos -> the weight above each one is a copy of, in RegNetForImageClassification's layout
+# (RegNetModel's, without a classifier, for the SEER trunks). transformers' convert_regnet_to_pytorch.py made the
+# x/y repos from `timm.create_model(arch, pretrained=True)`, i.e. timm's default weight of 2022: the pycls weights,
+# except regnety_032 (timm's RA weights) and regnety_160 (DeiT's); the SEER repos from vissl's checkpoints (the
+# 10B ones by convert_regnet_seer_10b_to_pytorch.py). There are no regnet-y-2560-seer repos (the script has no
+# source for them). Not in WEIGHTS: they are no new weights, and list_pretrained keeps timm's names.
+HF_REPOS: MappingProxyType[str, str] = MappingProxyType({
+    **{f'facebook/regnet-{f}-{size}': f'regnet{f}_{size}.pycls_in1k'
+       for f in 'xy' for size in ('002', '004', '006', '008', '016', '032', '040', '064', '080', '120', '160', '320')},
+    'facebook/regnet-y-032': 'regnety_032.ra_in1k',
+    'facebook/regnet-y-160': 'regnety_160.deit_in1k',
+    **{f'facebook/regnet-y-{size}-seer{ft}': f'regnety_{size}.seer{tag}'
+       for size in ('320', '640', '1280', '10b') for ft, tag in (('', ''), ('-in1k', '_ft_in1k'))},
+})
+
+
+HUB_PREFIX = 'hf-hub:'  # timm's prefix of a model name that is an HF hub repo
+
+
+def hf_repo_of(name: str) -> str | None:
+    """The ``HF_REPOS`` repo a name means, with or without ``hf-hub:``; None for any other name."""
+    repo = name.removeprefix(HUB_PREFIX) if isinstance(name, str) else None
+    return repo if repo in HF_REPOS else None
+
+
+def hf_repo_cfg(repo: str) -> PretrainedCfg:
+    """The cfg of an ``HF_REPOS`` repo: its weight's (arch, tag, eval transform, numbers), loaded from the repo.
+
+    A weight not in this regzoo raises ValueError naming it. A weight whose own hub copy is that repo (the 10B
+    SEER ones) is returned as it is, with its file name (a shard index) and its URL.
+    """
+    name = HF_REPOS[repo]
+    if name not in WEIGHTS:
+        raise ValueError(f'{repo} holds the weight {name}, which this regzoo does not have')
+    if WEIGHTS[name].hf_hub_id == repo:
+        return WEIGHTS[name]
+    return WEIGHTS[name].replace(hf_hub_id=repo, hf_hub_filename=None, url=None, sha256=None, source_format='hf',
+                                 default=False)
 
 
 def weight_names(filter: str = '') -> list[str]:

@@ -227,8 +227,9 @@ def list_modules() -> list[str]:
 
 
 def is_model(model_name: str) -> bool:
-    """True for a registered architecture or alias (a tag, if any, is ignored)."""
-    return REGISTRY.split(model_name)[0] in REGISTRY.names()
+    """True for a registered architecture or alias (a tag, if any, is ignored), or an HF transformers RegNet repo
+    (``facebook/regnet-y-040``, with or without ``hf-hub:``)."""
+    return REGISTRY.split(model_name)[0] in REGISTRY.names() or _pretrained.hf_repo_of(model_name) is not None
 
 
 def is_model_pretrained(model_name: str) -> bool:
@@ -256,8 +257,11 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool = True) -> Pret
     or with ``allow_unregistered=False`` raises a RuntimeError, as timm. An unknown tag raises
     ``UnknownTagError`` (a RuntimeError, as timm) listing the valid tags. Unlike timm, a name that is no
     registered model at all raises with close matches (timm returns None for a typo).
-    The cfg is frozen, so it is returned as is (timm returns a copy).
+    The cfg is frozen, so it is returned as is (timm returns a copy). An HF transformers RegNet repo
+    (``facebook/regnet-y-040``) gives the cfg of the weight it holds, loading from that repo.
     """
+    if repo := _pretrained.hf_repo_of(model_name):
+        return _pretrained.hf_repo_cfg(repo)
     arch, tag = REGISTRY.split(model_name)
     if arch not in REGISTRY.names():  # not registered at all: say so, with close matches
         return _pretrained.get_pretrained_cfg(model_name)

@@ -1,6 +1,9 @@
 """Write a model as a directory another library loads: HF transformers or timm's hub layout.
 
 Both write ``model.safetensors`` + ``config.json`` only: nothing pickled, so loading them never runs code.
+Weights above ``max_shard_size`` (default 5GB, as transformers) are written as HF writes them: shards
+``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json`` (``regzoo.zoo.sharded``), which
+transformers and ``create_model(checkpoint_path=out_dir)`` read back (the latter shard by shard).
 
 * ``format='hf'``: ``transformers.RegNetForImageClassification.from_pretrained(out_dir)`` loads it.
   Only architectures HF's ``RegNetConfig`` can express (plain RegNetX/Y at output stride 32);
@@ -8,7 +11,8 @@ Both write ``model.safetensors`` + ``config.json`` only: nothing pickled, so loa
 * ``format='timm'``: our keys are timm's; ``config.json`` is timm's hub config
   (``architecture``, ``num_classes``, ``num_features``, ``pretrained_cfg``, and ``model_args`` when the
   model differs from its registered architecture), read back by ``create_model(arch, checkpoint_path=out_dir)``
-  and by ``timm.create_model(arch, pretrained_cfg_overlay=dict(file=out_dir / 'model.safetensors'))``.
+  and by ``timm.create_model(arch, pretrained_cfg_overlay=dict(file=out_dir / 'model.safetensors'))`` (not
+  sharded: timm reads single files).
 """
 from __future__ import annotations
 
@@ -19,27 +23,28 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch.nn as nn
-from safetensors.torch import save_file
 
 from regzoo.models.regnet import RegNet
-from regzoo.utils.checksum import digest_metadata
 from regzoo.utils.files import atomic_write
 from regzoo.zoo.builder import arch_cfg
+from regzoo.zoo.card import model_card, write_model_card
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
 from regzoo.zoo.loading import adapt_input_cfg
 from regzoo.zoo.pretrained import PretrainedCfg
 from regzoo.zoo.registry import REGISTRY
+from regzoo.zoo.sharded import DEFAULT_MAX_SHARD_SIZE, SINGLE_FILE, parse_size, write_weights
 
 SAVE_FORMATS = ('hf', 'timm')
-WEIGHTS_NAME = 'model.safetensors'
+WEIGHTS_NAME = SINGLE_FILE  # unsharded; sharded: sharded.SAFETENSORS_INDEX over its shards
 CONFIG_NAME = 'config.json'
 # fields that say where the *original* weight lived: wrong for the copy we write
 _LOCATION_FIELDS = ('hf_hub_id', 'hf_hub_filename', 'url', 'file', 'sha256')
 _METRIC_FIELDS = ('top1', 'top5', 'metrics_source')
 
 
-def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 'hf', arch: str | None = None) -> Path:
+def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 'hf', arch: str | None = None,
+                    card: bool = True, max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE) -> Path:
     """Write ``model`` to ``out_dir`` (created if needed) as ``config.json`` + ``model.safetensors``.
 
     Args:
@@ -47,6 +52,10 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
         out_dir: target directory; existing files of the same names are replaced.
         format: 'hf' (transformers) or 'timm'.
         arch: registered architecture name for 'timm' (default: the one whose config equals the model's).
+        card: also write the model card, ``README.md`` (``regzoo.zoo.card``); a README.md that regzoo did not
+            write is kept.
+        max_shard_size: weights larger than this (bytes, or '500MB', '5GB' as transformers reads it) are
+            written as shards of at most this size (one larger tensor alone in its shard) + their index.
 
     Returns:
         the directory written.
@@ -56,6 +65,7 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
     if not isinstance(model, RegNet):
         raise TypeError(f'save_pretrained needs a regzoo.RegNet, got {type(model).__name__}; '
                         'for a features_only model save the model it wraps')
+    parse_size(max_shard_size)  # bad input fails before anything is written
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if format == 'hf':
         config = hf.hf_config(model, _label_names(model))
@@ -64,11 +74,11 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
         config, tensors = timm_config(model, arch), state_dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # an interrupted save never leaves a truncated file under the final name
-    # the sha256 of the tensor bytes, per group, so a load finds a damaged file (regzoo.utils.checksum)
-    metadata = {'format': 'pt', **digest_metadata(tensors)}
-    atomic_write(out / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    # atomically, each file with the sha256 of its tensors so a load finds a damaged one (regzoo.utils.checksum)
+    write_weights(out, tensors, max_shard_size)
     write_config(out / CONFIG_NAME, config)
+    if card:
+        write_model_card(out, model_card(model, arch, folder=out, format=format))
     return out
 
 

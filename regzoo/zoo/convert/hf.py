@@ -9,18 +9,26 @@
 
 ``RegNetModel`` state dicts lack the ``regnet.`` prefix and the classifier. X vs Y is read per
 block from the keys (an SE sits at ``layer.2`` only in Y blocks), so no config.json is needed.
+The config itself, both directions: ``hf_config`` (model -> config.json) and ``regnet_cfg`` (config.json ->
+an explicit-stage ``RegNetCfg``).
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import torch
 
+from regzoo.models.design import RegNetCfg
 from regzoo.zoo.convert._rename import BN, in_blocks, rename_keys
 
 NAME = 'hf'
 HF_ACTIVATIONS = ('relu', 'silu', 'gelu')  # names our act and HF's ACT2FN agree on exactly
+# transformers' RegNetConfig defaults (facebook/regnet-y-040's): save_pretrained's config.json leaves them out
+HF_CONFIG_DEFAULTS = MappingProxyType(dict(
+    num_channels=3, embedding_size=32, hidden_sizes=(128, 192, 512, 1088), depths=(2, 6, 12, 2), groups_width=64,
+    layer_type='y', hidden_act='relu', downsample_in_first_stage=True))
 _HF_BLOCK = re.compile(r'encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)')
 _CONV_BN = ((r'convolution\.weight', r'conv.weight'), (rf'normalization\.{BN}', r'bn.\1'))
 
@@ -142,3 +150,34 @@ def hf_config(model, label_names: list[str] | None = None) -> dict:
         id2label=id2label,
         label2id={name: int(i) for i, name in id2label.items()},
     )
+
+
+def regnet_cfg(config: Mapping) -> RegNetCfg:
+    """The ``RegNetCfg`` (explicit stages) an HF ``RegNetConfig`` describes, from its config.json dict.
+
+    Raises ValueError naming what regzoo cannot build: another layer type or activation, an SE with an
+    activation other than ReLU (HF's SE always uses ReLU, regzoo's the net's), a first stage without stride 2,
+    more than 4 stages (regzoo dilates the fifth, HF strides it), or widths whose groups do not divide them.
+    """
+    c = {**HF_CONFIG_DEFAULTS, **config}
+    widths, depths, act, layer = c['hidden_sizes'], c['depths'], c['hidden_act'], c['layer_type']
+    why = []
+    if layer not in ('x', 'y'):
+        why.append(f"layer_type={layer!r} (HF's are 'x' and 'y')")
+    if act not in HF_ACTIVATIONS:
+        why.append(f'hidden_act={act!r} (supported: {", ".join(HF_ACTIVATIONS)})')
+    elif layer == 'y' and act != 'relu':
+        why.append(f"hidden_act={act!r} with layer_type 'y' (HF's SE always uses ReLU, regzoo's the net's activation)")
+    if not c['downsample_in_first_stage']:
+        why.append("downsample_in_first_stage=False (regzoo's first stage always strides 2)")
+    if not isinstance(widths, (list, tuple)) or not isinstance(depths, (list, tuple)) or len(widths) != len(depths):
+        why.append(f'hidden_sizes={widths!r} and depths={depths!r} must be lists of one entry per stage')
+    elif len(widths) > 4:
+        why.append(f'{len(widths)} stages (regzoo dilates stages after the fourth, HF strides every one)')
+    if not why:
+        try:
+            return RegNetCfg.from_stages(widths, depths, c['groups_width'], se_ratio=0.25 if layer == 'y' else 0.0,
+                                         stem_width=c['embedding_size'], act=act)
+        except ValueError as e:
+            why.append(str(e))
+    raise ValueError('regzoo cannot build this HF transformers RegNetConfig: ' + '; '.join(why))
