@@ -21,6 +21,7 @@ from regzoo.analysis.complexity import complexity, measure_complexity
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.deploy.hub import push_to_hub
 from regzoo.deploy.inference import optimize_for_inference
+from regzoo.deploy.quantize import quantize
 from regzoo.eval.predict import Prediction, predict
 from regzoo.models.design import RegNetCfg, StageSpec, make_stages
 from regzoo.models.features import FeatureInfo, FeatureListNet
@@ -56,7 +57,7 @@ __all__ = [
     'StageSpec', 'complexity', 'create_model', 'create_transform', 'design_space', 'get_pretrained_cfg',
     'get_pretrained_cfg_value', 'is_exportable', 'is_model', 'is_scriptable', 'list_models', 'list_modules',
     'list_pretrained', 'load_checkpoint', 'make_stages', 'measure_complexity', 'model_card',
-    'model_entrypoint', 'optimize_for_inference', 'predict', 'push_to_hub', 'register_model',
+    'model_entrypoint', 'optimize_for_inference', 'predict', 'push_to_hub', 'quantize', 'register_model',
     'resolve_data_config', 'save_pretrained',
     'set_exportable', 'set_layer_config', 'set_scriptable', 'split_model_name_tag',
 ]

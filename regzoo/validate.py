@@ -1,8 +1,13 @@
-"""Command line of validate.py: flags named as in timm's validate.py, one results table for many weights."""
+"""Command line of validate.py: flags named as in timm's validate.py, one results table for many weights.
+
+``--fast`` (``optimize_for_inference``) and ``--int8 --calibration-dir DIR`` (``regzoo.quantize``) add a row per
+weight for the faster model, scored on the same images, with its top-1 agreement with the fp32 row.
+"""
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import sys
@@ -11,7 +16,14 @@ from pathlib import Path
 import torch
 
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
-from regzoo.eval.evaluate import EvalOptions, EvalResult, checkpoint_architecture, evaluate_weight, expand_model_names
+from regzoo.eval.evaluate import (
+    EvalOptions,
+    EvalResult,
+    Variant,
+    checkpoint_architecture,
+    evaluate_variants,
+    expand_model_names,
+)
 from regzoo.utils.files import unwritable_reason
 from regzoo.utils.runtime import EXPECTED_ERRORS, ArgumentParser, default_workers, error_exit
 from regzoo.zoo.metrics import lookup_published
@@ -58,7 +70,60 @@ def build_parser() -> argparse.ArgumentParser:
     add('--num-samples', type=int, default=None, metavar='N', help='evaluate only the first N images')
     add('--log-freq', type=int, default=10, metavar='N', help='log every N batches (0: never)')
     add('--published-file', default=None, metavar='FILE', help='reference table (default: the packaged one)')
+    speed = p.add_argument_group('faster models: a row each beside the fp32 row, with their top-1 agreement with it')
+    speed.add_argument('--fast', action='store_true', help='also score regzoo.optimize_for_inference of the model')
+    speed.add_argument('--int8', action='store_true',
+                       help='also score an int8 model (regzoo.quantize; CPU), calibrated on --calibration-dir')
+    speed.add_argument('--calibration-dir', default=None, metavar='DIR',
+                       help='--int8: images to calibrate on, read with the eval transform (not the images scored)')
+    speed.add_argument('--calibration-images', type=int, default=None, metavar='N',
+                       help='--int8: calibrate on at most N images (default: 256)')
     return p
+
+
+def check_variant_args(args: argparse.Namespace) -> None:
+    """--fast / --int8 flag errors, raised before any model is built."""
+    if args.int8:
+        if not args.calibration_dir:
+            raise ValueError('--int8 needs --calibration-dir DIR: a folder of images like the ones validated '
+                             '(held out from --data-dir)')
+        from regzoo.eval.predict import image_folder_problem
+        reason = image_folder_problem(args.calibration_dir)
+        if reason:
+            raise ValueError(f'--calibration-dir: {reason}')
+        if args.calibration_images is not None and args.calibration_images < 1:
+            raise ValueError('--calibration-images must be >= 1')
+        if torch.device(args.device).type != 'cpu':
+            raise ValueError(f'--int8 runs on the CPU: add --device cpu (not {args.device})')
+    elif args.calibration_dir or args.calibration_images is not None:
+        raise ValueError('--calibration-dir and --calibration-images need --int8')
+    if (args.fast or args.int8) and (args.amp or args.torchcompile):
+        raise ValueError('--fast/--int8 are compared with the plain fp32 model: drop --amp/--torchcompile')
+
+
+def _fast_model(batch_size: int, model, data_config, transform):
+    from regzoo.deploy.inference import optimize_for_inference
+    device = next(model.parameters()).device
+    # the memory format is timed on a batch like the ones scored (at most 32: timing big batches costs minutes)
+    example = torch.randn(min(batch_size, 32), *data_config.input_size, device=device)
+    return optimize_for_inference(model, example_input=example)
+
+
+def _int8_model(folder: str, max_images: int | None, batch_size: int, workers: int, model, data_config, transform):
+    from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize
+    return quantize(model, folder, transform=transform, max_images=max_images or DEFAULT_CALIBRATION_IMAGES,
+                    batch_size=min(batch_size, 64), workers=workers)
+
+
+def build_variants(args: argparse.Namespace) -> dict[str, Variant]:
+    """The faster models asked for, by row name: 'fast' and/or 'int8'."""
+    variants = {}
+    if args.fast:
+        variants['fast'] = functools.partial(_fast_model, args.batch_size)
+    if args.int8:
+        variants['int8'] = functools.partial(_int8_model, args.calibration_dir, args.calibration_images,
+                                             args.batch_size, args.workers)
+    return variants
 
 
 def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
@@ -78,6 +143,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
         args.model = checkpoint_architecture(args.checkpoint)
     if args.checkpoint and any(c in args.model for c in '*?['):
         raise ValueError('--checkpoint needs a single --model, not a pattern')
+    check_variant_args(args)
     for flag in ('batch_size', 'num_samples', 'img_size'):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise ValueError(f'--{flag.replace("_", "-")} must be >= 1')
@@ -96,14 +162,15 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
 def validate(args: argparse.Namespace) -> tuple[list[EvalResult], dict[str, str]]:
     """Evaluate every selected weight. A single model raises on error; a pattern records the failure and goes on."""
     opts, overrides = options_from_args(args)
+    variants = build_variants(args)
     names = expand_model_names(args.model, args.pretrained)
     results, failures = [], {}
     if len(names) == 1:
-        return [evaluate_weight(names[0], opts, overrides)], failures
+        return evaluate_variants(names[0], opts, overrides, variants), failures
     for i, name in enumerate(names, 1):
         _logger.info('[%d/%d] %s', i, len(names), name)
         try:
-            results.append(evaluate_weight(name, opts, overrides))
+            results += evaluate_variants(name, opts, overrides, variants)
         except Exception as err:  # noqa: BLE001 -- one missing weight must not stop a 60-weight sweep
             _logger.error('%s failed: %s', name, err)
             failures[name] = f'{type(err).__name__}: {err}'
@@ -132,12 +199,15 @@ def format_summary(results: list[EvalResult], published_file: str | None = None)
         def fmt(v, spec='8.3f'):
             return format(v, spec) if v is not None else '-'.rjust(int(spec.lstrip('+').split('.')[0]))
         notes = []
+        if r.top1_agree_fp32 is not None:
+            notes.append(f'top-1 agrees with fp32 on {r.top1_agree_fp32:.2f}% of images')
         if r.num_skipped:
             notes.append(f'{r.num_skipped} unreadable image(s) skipped')
         ref = lookup_published(r.model, published_file)
         if ref is not None and r.published_top1 is not None:
             notes += ref.settings_differ(r.img_size, r.crop_pct, r.interpolation)
-        lines.append(f'{r.model:34} {r.img_size:>4} {r.top1:7.3f} {r.top5:7.3f} {r.loss:7.4f} {r.samples_per_sec:8.1f} '
+        name = r.model if r.variant == 'fp32' else f'{r.model} [{r.variant}]'
+        lines.append(f'{name:34} {r.img_size:>4} {r.top1:7.3f} {r.top5:7.3f} {r.loss:7.4f} {r.samples_per_sec:8.1f} '
                      f'{r.param_count:6.2f}M {fmt(r.published_top1)} {fmt(r.top1_diff, "+7.3f")} '
                      f'{fmt(r.published_top5)} {fmt(r.top5_diff, "+7.3f")}  {"; ".join(notes)}')
     return '\n'.join(lines)

@@ -7,6 +7,7 @@ timm's layout, checked against timm's own model, transform and labels.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -265,3 +266,73 @@ def test_readme_classify_example_runs(imagenet_weight, tmp_path, monkeypatch, ca
     for line in lines:
         probability, label = line.split('  ', 1)
         assert 0 <= float(probability) <= 1 and label in descriptions
+
+
+# ---------------------------------------------------------------------------------- --fast / --int8 / --output
+
+def _predict_main(capsys, *argv: str) -> tuple[int, str, str]:
+    from regzoo.predict import main
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_fast_reports_its_top1_agreement_with_fp32(finetuned, capsys):
+    images, ckpt = finetuned
+    rc, out, err = _predict_main(capsys, str(images), '--checkpoint', str(ckpt), '--fast', '--topk', '1', '-j', '0')
+    assert rc == 0, err
+    # the fast path is the fp32 function (BN folded), so on a fitted head every image keeps its class
+    assert out.splitlines()[-1] == 'top-1 agreement of the fast model with fp32: 100.00% (12/12 images)'
+    tops = re.findall(r'^(\S.*)\n +\S+% +\d+ +(\S+)$', out, flags=re.MULTILINE)
+    assert len(tops) == 12 and all(label == Path(path).parent.name for path, label in tops)
+
+
+def test_int8_json_and_csv_output_hold_the_same_predictions(finetuned, tmp_path, capsys):
+    pytest.importorskip('torchao', reason="--int8 needs the [quantize] extra")
+    images, ckpt = finetuned
+    bad = tmp_path / 'broken.png'
+    bad.write_bytes(b'not a png')
+    out_csv = tmp_path / 'preds.csv'
+    rc, out, err = _predict_main(capsys, str(images), str(bad), '--checkpoint', str(ckpt), '--int8',
+                                 '--calibration-dir', str(images), '--json', '--output', str(out_csv), '-j', '0')
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert doc['variant'] == 'int8' and doc['topk'] == 5
+    agreement = doc['top1_agreement_with_fp32']
+    assert agreement['images'] == 12 and agreement['fraction'] == agreement['same'] / 12 >= 11 / 12
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ['image', 'rank', 'index', 'label', 'probability', 'name', 'error']
+    expected = [{'image': r['image'], 'rank': str(rank), 'index': str(p['index']), 'label': p['label'],
+                 'probability': str(p['probability']), 'name': p['name'], 'error': ''}
+                for r in doc['results'] for rank, p in enumerate(r['predictions'], 1)]
+    assert rows[:-1] == expected and len(expected) == 12 * 3  # top-k capped at the 3 classes
+    assert rows[-1]['image'] == str(bad) and rows[-1]['rank'] == '' and rows[-1]['error']
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []  # no temp file left
+
+
+def test_output_json_is_the_json_document(finetuned, tmp_path, capsys):
+    images, ckpt = finetuned
+    out_json = tmp_path / 'preds.json'
+    rc, out, err = _predict_main(capsys, str(images), '--checkpoint', str(ckpt), '--output', str(out_json), '-j', '0')
+    assert rc == 0 and f'wrote 12 prediction(s) to {out_json}' in err
+    rc, printed, _ = _predict_main(capsys, str(images), '--checkpoint', str(ckpt), '--json', '-j', '0')
+    assert json.loads(out_json.read_text()) == json.loads(printed)
+    assert json.loads(printed)['variant'] == 'fp32' and 'top1_agreement_with_fp32' not in json.loads(printed)
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--output', 'p.txt'], '--output p.txt: use a .csv or .json file name'),
+    (['--int8'], '--int8 needs --calibration-dir DIR'),
+    (['--int8', '--calibration-dir', 'missing'], '--calibration-dir: missing does not exist or is not a folder'),
+    (['--calibration-dir', '.'], '--calibration-dir and --calibration-images need --int8'),
+    (['--fast', '--int8'], 'not allowed with argument'),
+    (['--int8', '--calibration-dir', '{images}', '--device', 'cuda'], '--int8 runs on the CPU'),
+])
+def test_fast_int8_and_output_flag_errors(finetuned, argv, message, capsys):
+    images, ckpt = finetuned
+    argv = [a.format(images=images) for a in argv]
+    rc, _, err = _predict_main(capsys, str(images), '--checkpoint', str(ckpt), *argv)
+    assert rc == 2 and message in err and err.count('\n') == 1, err

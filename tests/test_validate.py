@@ -294,3 +294,54 @@ def test_published_table_agrees_with_pretrained_metadata():
         assert ref.img_size == (cfg.test_input_size or cfg.input_size)[-1], name
         checked += 1
     assert checked >= 60
+
+
+# ---------------------------------------------------------------------------------- --fast / --int8 rows
+
+def test_fast_and_int8_rows_beside_the_fp32_row(trained, tmp_path, capsys):
+    """One row per model on the same images, with the fraction of images whose top-1 matches the fp32 row's."""
+    pytest.importorskip('torchao', reason="--int8 needs the [quantize] extra")
+    val_dir, ckpt = trained
+    out = tmp_path / 'rows.csv'
+    assert main(['--data-dir', str(val_dir), '--model', 'regnetx_002', '--checkpoint', str(ckpt), '--img-size',
+                 str(IMG), '-j', '0', '--log-freq', '0', '--fast', '--int8', '--calibration-dir',
+                 str(val_dir.parent / 'train'), '--results-file', str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    assert [r['variant'] for r in rows] == ['fp32', 'fast', 'int8']
+    fp32 = _run(val_dir, ckpt)
+    assert float(rows[0]['top1']) == fp32.top1 and rows[0]['top1_agree_fp32'] == ''
+    for row in rows[1:]:
+        assert row['model'] == 'regnetx_002' and int(row['num_images']) == fp32.num_images
+        assert abs(float(row['top1']) - fp32.top1) <= 10 and float(row['top1_agree_fp32']) >= 85, row
+    assert float(rows[1]['top1_agree_fp32']) >= 95  # fp32 with BN folded: the same function
+    for variant, row in zip(('fast', 'int8'), rows[1:]):
+        line = next(line for line in printed.splitlines() if line.startswith(f'regnetx_002 [{variant}]'))
+        assert f'{float(row["top1"]):7.3f}' in line and f'agrees with fp32 on {float(row["top1_agree_fp32"]):.2f}%' \
+            in line
+
+
+def test_top1_agreement_counts_images_whose_top1_matches():
+    from regzoo.eval.evaluate import top1_agreement
+    fp32 = [(0, (1, 2)), (1, (1, 0)), (2, (0, 2)), (0, (2, 1))]
+    other = [(0, (1, 0)), (1, (0, 1)), (2, (0, 1)), (0, (1, 2))]
+    assert top1_agreement(fp32, other) == 50.0
+    with pytest.raises(ValueError):  # runs over different images are not comparable
+        top1_agreement(fp32, other[:3])
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--int8'], '--int8 needs --calibration-dir DIR'),
+    (['--int8', '--calibration-dir', 'missing'], '--calibration-dir: missing does not exist or is not a folder'),
+    (['--calibration-dir', '.'], '--calibration-dir and --calibration-images need --int8'),
+    (['--fast', '--amp'], 'drop --amp/--torchcompile'),
+    (['--int8', '--calibration-dir', '{train}', '--device', 'meta'], '--int8 runs on the CPU'),
+    (['--int8', '--calibration-dir', '{train}', '--calibration-images', '0'], '--calibration-images must be >= 1'),
+])
+def test_fast_and_int8_flag_errors(trained, argv, message, capsys):
+    val_dir, ckpt = trained
+    argv = [a.format(train=val_dir.parent / 'train') for a in argv]
+    assert main(['--data-dir', str(val_dir), '--model', 'regnetx_002', '--checkpoint', str(ckpt), '-j', '0',
+                 *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count('\n') == 1, err

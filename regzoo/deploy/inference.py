@@ -6,7 +6,10 @@ Why it is fast on CPU (measured, see README "Fast inference and benchmarks"):
 - BN, ReLU and the residual add run as oneDNN post-ops inside the conv instead of as separate passes
   over the activations (each of those is a full memory round trip, and RegNet is memory-bound).
 - SE gates use ``F.linear`` on (N, C) rather than 1x1 convs on (N, C, 1, 1) tensors, and scale in place.
-The optimized model is a copy: the caller's model is never changed.
+- fewer, in-place intermediate tensors: fewer fresh pages for the allocator to fault in per call (see
+  ``regzoo.utils.machine.retain_freed_memory`` for removing that cost from every model in a process).
+The optimized model is a copy: the caller's model is never changed. ``dtype='auto'`` picks bf16 only where
+it is native, measured faster and agrees with fp32's top-1 on calibration images (``DtypeChoice`` says why).
 """
 from __future__ import annotations
 
@@ -14,19 +17,23 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
-import platform
 import statistics
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from regzoo.data.synthetic import synthetic_batch
 from regzoo.models.layers import ConvNormAct, SqueezeExcite
 from regzoo.models.regnet import Bottleneck
 from regzoo.utils.files import atomic_write
+from regzoo.utils.machine import cpu_name
 from regzoo.utils.timing import device_synchronizer, timed_interleaved
 
 # nn activation type -> (oneDNN post-op name, eager function)
@@ -39,6 +46,9 @@ _ACTS = {
 MEMORY_FORMATS = {'channels_last': torch.channels_last, 'contiguous': torch.contiguous_format}
 DTYPES = {None: torch.float32, 'float32': torch.float32, 'bfloat16': torch.bfloat16,
           torch.float32: torch.float32, torch.bfloat16: torch.bfloat16}
+MIN_BF16_AGREEMENT = 0.99  # dtype='auto' keeps bf16 only if its top-1 matches fp32's on this share of images
+CALIBRATION_IMAGES = 32  # dtype='auto''s default calibration batch (synthetic_batch, seed 0)
+_LOGGER = logging.getLogger(__name__)
 
 
 def _act_of(module: nn.Module) -> str:
@@ -191,6 +201,7 @@ class InferenceModel(nn.Module):
         self.memory_format = memory_format
         self.dtype = dtype
         self._compiled = compiled  # torch.compile's wrapper around self.model, or None
+        self.dtype_choice: DtypeChoice | None = None  # set by optimize_for_inference: the dtype and why
         self.training = False
 
     def train(self, mode: bool = True) -> InferenceModel:
@@ -222,6 +233,73 @@ def _build(model: nn.Module, fuse_bn: bool, memory_format: torch.memory_format, 
     return InferenceModel(model, memory_format, dtype)
 
 
+@dataclass(frozen=True)
+class DtypeChoice:
+    """The dtype an ``optimize_for_inference`` model runs in, and why (``model.dtype_choice``)."""
+    dtype: str  # 'float32' or 'bfloat16'
+    reason: str
+    fp32_ms: float | None = None  # median ms per example batch, where measured
+    bf16_ms: float | None = None
+    agreement: float | None = None  # top-1 agreement of bf16 with fp32 on the calibration images
+    images: int = 0
+
+
+def choose_dtype(bf16_native: bool, fp32_ms: float | None = None, bf16_ms: float | None = None,
+                 agreement: float | None = None, images: int = 0,
+                 min_agreement: float = MIN_BF16_AGREEMENT) -> DtypeChoice:
+    """dtype='auto''s rule: bf16 only where it is native, measured faster than fp32, *and* agrees with fp32's
+    top-1 on at least ``min_agreement`` of the calibration images; otherwise fp32, with the reason."""
+    if not bf16_native:
+        return DtypeChoice('float32', 'no native bf16 on this device (oneDNN needs AVX512-BF16 / AMX / '
+                                      'AVX-NE-CONVERT): bf16 would run on slow fallback kernels; not measured')
+    measured = dict(fp32_ms=fp32_ms, bf16_ms=bf16_ms, agreement=agreement, images=images)
+    speed = f'bf16 {bf16_ms:.1f} ms vs fp32 {fp32_ms:.1f} ms per batch'
+    agrees = f'top-1 agreement with fp32 {agreement:.3f} on {images} calibration images'
+    failed = ([f'bf16 is not faster ({speed})'] if bf16_ms >= fp32_ms else []) + (
+        [f'{agrees} < {min_agreement}'] if agreement < min_agreement else [])
+    if failed:
+        return DtypeChoice('float32', '; '.join(failed), **measured)
+    return DtypeChoice('bfloat16', f'{speed} ({fp32_ms / bf16_ms:.2f}x), {agrees} >= {min_agreement}', **measured)
+
+
+def top1_agreement(model: nn.Module, reference: nn.Module, images: torch.Tensor, batch_size: int) -> float:
+    """Share of ``images`` on which ``model`` and ``reference`` predict the same top-1 class."""
+    with torch.no_grad():
+        same = sum((model(x).argmax(1) == reference(x).argmax(1)).sum().item() for x in images.split(batch_size))
+    return same / len(images)
+
+
+def _bf16_native(device: torch.device) -> bool:
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return device.type == 'cpu' and torch.backends.mkldnn.is_available() and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def measure_dtype(build: Callable[[torch.dtype], InferenceModel], x: torch.Tensor, images: torch.Tensor | None,
+                  in_chans: int, bf16_native: bool, repeats: int = 5) -> tuple[DtypeChoice, InferenceModel | None]:
+    """dtype='auto''s measurement: fp32 and bf16 builds timed on ``x``, their top-1 agreement on ``images``.
+
+    Returns the choice and the chosen build (None where nothing was built: no native bf16).
+    """
+    if not bf16_native:
+        return choose_dtype(False), None
+    if images is None:
+        if in_chans != 3:
+            raise ValueError(f"dtype='auto' on a {in_chans}-channel model needs calibration_images: the default "
+                             'calibration images are RGB')
+        images = synthetic_batch(CALIBRATION_IMAGES, x.shape[-1], seed=0)[0]
+    candidates = {torch.float32: build(torch.float32), torch.bfloat16: build(torch.bfloat16)}
+    with torch.no_grad():
+        times = timed_interleaved({k: functools.partial(m, x) for k, m in candidates.items()}, repeats, warmup=1,
+                                  sync=device_synchronizer(x.device))
+    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    images = images.to(x.device)
+    agreement = top1_agreement(candidates[torch.bfloat16], candidates[torch.float32], images, x.shape[0])
+    choice = choose_dtype(True, ms[torch.float32], ms[torch.bfloat16], agreement, len(images))
+    return choice, candidates[DTYPES[choice.dtype]]
+
+
 def choose_memory_format(candidates: dict[str, nn.Module], x: torch.Tensor, repeats: int = 5) -> str:
     """The key of the fastest candidate: median of interleaved timings, channels_last unless beaten by 5%."""
     with torch.no_grad():
@@ -240,25 +318,36 @@ def _cache_key(model: nn.Module, fuse_bn: bool, dtype: torch.dtype, shape: tuple
                               torch.get_num_threads(), arch, fuse_bn, dtype, tuple(shape))))
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def default_cache_path() -> Path:
     root = os.environ.get('REGZOO_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'regzoo'
     return Path(root) / 'memory-format.json'
 
 
+def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, dtype: torch.dtype,
+                           device: torch.device, x: torch.Tensor, cache_path: str | Path | None) -> str:
+    """``memory_format``, or for 'auto' the faster one on ``x``: from the cache, else measured (and cached)."""
+    if memory_format != 'auto':
+        return memory_format
+    x = x.to(device=device, dtype=dtype)
+    key = _cache_key(model, fuse_bn, dtype, tuple(x.shape))
+    path = default_cache_path() if cache_path == 'default' else cache_path and Path(cache_path)
+    cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
+    if key in cache:
+        return cache[key]
+    candidates = {k: _build(model, fuse_bn, v, dtype, device) for k, v in MEMORY_FORMATS.items()}
+    memory_format = choose_memory_format(candidates, x)
+    if path and key:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cache[key] = memory_format
+        # atomic: processes sharing the cache (parallel tests, benchmarks) never read a torn file
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1, sort_keys=True)))
+    return memory_format
+
+
 def optimize_for_inference(
         model: nn.Module, *, fuse_bn: bool = True, memory_format: str | torch.memory_format = 'auto',
         dtype: str | torch.dtype | None = None, compile: bool = False, example_input: torch.Tensor | None = None,
-        cache_path: str | Path | None = 'default',
+        cache_path: str | Path | None = 'default', calibration_images: torch.Tensor | None = None,
 ) -> InferenceModel:
     """An eval-only, no-grad copy of ``model`` that runs faster; ``model`` itself is not changed.
 
@@ -271,18 +360,24 @@ def optimize_for_inference(
             (default: batch 8 at 224x224) and keep the faster; the choice is cached in a JSON file
             (``cache_path``; ``None`` to not cache) keyed by torch version, CPU, threads, arch, dtype
             and input shape, so later calls are instant and deterministic.
-        dtype: None / 'float32', or 'bfloat16' (weights and activations; outputs come back in the
-            input's dtype). Fast only where oneDNN has native bf16 (AVX512-BF16 / AMX / AVX-NE-CONVERT).
+        dtype: None / 'float32', 'bfloat16' (weights and activations; outputs come back in the input's
+            dtype; fast only where oneDNN has native bf16: AVX512-BF16 / AMX / AVX-NE-CONVERT), or 'auto':
+            bf16 only where it is native, measured faster than fp32 on ``example_input`` *and* its top-1
+            agrees with fp32's on >= 99 % of ``calibration_images``; else fp32. The returned model's
+            ``dtype_choice`` (a ``DtypeChoice``) says which and why; the choice is logged too.
         compile: also ``torch.compile`` the fused model (inductor, with weight freezing); the first call
             compiles, which takes a while.
-        example_input: the input the 'auto' memory format is timed on; its batch size and resolution matter.
+        example_input: the input 'auto' formats and dtypes are timed on; its batch size and resolution matter.
         cache_path: the memory-format cache file; 'default' is ``$REGZOO_CACHE`` or ``~/.cache/regzoo``.
+        calibration_images: the (N, C, H, W) model inputs dtype='auto' measures top-1 agreement on; default
+            32 generated images (``regzoo.data.synthetic.synthetic_batch``, seed 0) at ``example_input``'s size.
+            Use images of your own domain: a model with an untrained head predicts one class for every
+            image, which agrees trivially.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'optimize_for_inference needs an nn.Module, got {type(model).__name__}')
-    if dtype not in DTYPES:
-        raise ValueError(f'dtype={dtype!r} is invalid: must be None, float32 or bfloat16')
-    dtype = DTYPES[dtype]
+    if dtype != 'auto' and dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is invalid: must be None, 'float32', 'bfloat16' or 'auto'")
     if isinstance(memory_format, torch.memory_format):
         memory_format = {v: k for k, v in MEMORY_FORMATS.items()}.get(memory_format, memory_format)
     if memory_format not in (*MEMORY_FORMATS, 'auto'):
@@ -293,31 +388,29 @@ def optimize_for_inference(
                       '(BN uses its running stats, dropout and drop-path are off). The original is unchanged.',
                       stacklevel=2)
     device = next((p.device for p in model.parameters()), torch.device('cpu'))
-    if dtype == torch.bfloat16 and device.type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        warnings.warn('optimize_for_inference: this CPU has no native bfloat16 support in oneDNN '
-                      '(AVX512-BF16 / AMX / AVX-NE-CONVERT); bfloat16 will run on slow fallback kernels',
-                      stacklevel=2)
+    in_chans = getattr(model, 'in_chans', 3)
+    x = example_input if example_input is not None else torch.randn(8, in_chans, 224, 224)
 
-    if memory_format == 'auto':
-        x = example_input if example_input is not None else torch.randn(8, getattr(model, 'in_chans', 3), 224, 224)
-        x = x.to(device=device, dtype=dtype)
-        key = _cache_key(model, fuse_bn, dtype, tuple(x.shape))
-        path = default_cache_path() if cache_path == 'default' else cache_path and Path(cache_path)
-        cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
-        if key in cache:
-            memory_format = cache[key]
-        else:
-            candidates = {k: _build(model, fuse_bn, v, dtype, device) for k, v in MEMORY_FORMATS.items()}
-            memory_format = choose_memory_format(candidates, x)
-            if path and key:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cache[key] = memory_format
-                # atomic: processes sharing the cache (parallel tests, benchmarks) never read a torn file
-                atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1, sort_keys=True)))
-    out = _build(model, fuse_bn, MEMORY_FORMATS[memory_format], dtype, device)
+    def build(dt: torch.dtype) -> InferenceModel:
+        fmt = _resolve_memory_format(model, fuse_bn, memory_format, dt, device, x, cache_path)
+        return _build(model, fuse_bn, MEMORY_FORMATS[fmt], dt, device)
+
+    chosen = None
+    if dtype == 'auto':
+        choice, chosen = measure_dtype(build, x.to(device), calibration_images, in_chans, _bf16_native(device))
+        _LOGGER.info("optimize_for_inference: dtype='auto' chose %s: %s", choice.dtype, choice.reason)
+    else:
+        choice = DtypeChoice(str(DTYPES[dtype]).removeprefix('torch.'), f'requested (dtype={dtype!r})')
+        if DTYPES[dtype] == torch.bfloat16 and not _bf16_native(device):
+            warnings.warn('optimize_for_inference: this CPU has no native bfloat16 support in oneDNN '
+                          '(AVX512-BF16 / AMX / AVX-NE-CONVERT); bfloat16 will run on slow fallback kernels',
+                          stacklevel=2)
+    dtype = DTYPES[choice.dtype]
+    out = chosen if chosen is not None else build(dtype)
     if compile:
         # inductor cannot see through pre-packed opaque weights: compile the dense folded model and let
         # inductor's freezing pass do the weight packing and conv fusions itself
         dense = _build(model, fuse_bn, out.memory_format, dtype, device, pack=False).model
         out = InferenceModel(dense, out.memory_format, dtype, torch.compile(dense, options={'freezing': True}))
+    out.dtype_choice = choice
     return out

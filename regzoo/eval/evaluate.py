@@ -3,12 +3,18 @@
 The eval transform comes from ``regzoo.data`` (the weight's test cfg, flags override); classes are
 indexed in the weights' label order (``regzoo.datasets``); undecodable images are logged, counted
 in the result and excluded from the accuracy -- never dropped silently.
+
+``evaluate_variants`` also scores faster versions of the same model (validate.py's ``--fast`` and ``--int8``:
+``optimize_for_inference``, ``regzoo.quantize``) on the same images, one row each beside the fp32 row, with
+how often each one's top-1 class agrees with fp32's: the cost of the speed on the user's own data. This layer
+does not import the deploy layer that makes them: the caller passes the ``Variant`` functions.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +32,8 @@ from regzoo.zoo.metrics import PublishedRef, lookup_published
 from regzoo.zoo.registry import REGISTRY, list_models, model_entrypoint
 
 _logger = logging.getLogger(__name__)
+# (the fp32 model, in eval mode on its device; its eval data config; its eval transform) -> the model to score
+Variant = Callable[[nn.Module, DataConfig, Callable], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,8 @@ class EvalResult:
     top1_diff: float | None = None
     top5_diff: float | None = None
     published_source: str | None = None
+    variant: str = 'fp32'                # or the faster model's name: 'fast', 'int8'
+    top1_agree_fp32: float | None = None  # % of images where a variant's top-1 class is the fp32 model's
     # per image, in dataset order: (target, top-k predicted indices); not part of the results row
     predictions: tuple[Prediction, ...] = ()
     skipped: tuple[SkippedImage, ...] = ()
@@ -182,6 +192,14 @@ def _eval_transform(data_config: DataConfig, in_chans: int):
 
 def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None) -> EvalResult:
     """Build ``name`` (arch or arch.tag), evaluate it on ``opts.data_dir`` and compare with the published numbers."""
+    return evaluate_variants(name, opts, overrides)[0]
+
+
+def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = None,
+                      variants: Mapping[str, Variant] | None = None) -> list[EvalResult]:
+    """``evaluate_weight``'s fp32 row, then one row per ``variants`` entry (name -> what makes the model to score
+    from the fp32 one), on the same images; variants run without ``amp_dtype`` / ``channels_last`` /
+    ``torchcompile``, which are the fp32 row's."""
     model = _build_model(name, opts)
     num_classes = model.num_classes
     if not num_classes:
@@ -201,14 +219,16 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
         names = cfg.class_names if cfg is not None else None
         if names is not None and len(names) == num_classes:
             class_map = {str(n): i for i, n in enumerate(names)}
+    transform = _eval_transform(data_config, model.in_chans)
     dataset = build_eval_dataset(
-        opts.data_dir, _eval_transform(data_config, model.in_chans), num_classes=num_classes,
+        opts.data_dir, transform, num_classes=num_classes,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
         num_samples=opts.num_samples, class_map=class_map)
     param_count = sum(p.numel() for p in model.parameters())
     _logger.info('%s: %d params, eval cfg %s', full_name, param_count, data_config)
 
     model = model.to(opts.device).eval()
+    made = {key: make(model, data_config, transform) for key, make in (variants or {}).items()}
     if opts.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if opts.torchcompile:
@@ -220,12 +240,25 @@ def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None)
     if counts.topk.num_images == 0:
         raise ValueError(f'none of the {len(dataset)} images in {opts.data_dir} could be read '
                          f'({len(counts.skipped)} skipped)')
-    return _make_result(full_name, data_config, param_count, counts,
-                        lookup_published(full_name, opts.published_file) if weight is not None else None)
+    ref = lookup_published(full_name, opts.published_file) if weight is not None else None
+    results = [_make_result(full_name, data_config, param_count, counts, ref)]
+    plain = dataclasses.replace(opts, amp_dtype=None, channels_last=False, torchcompile=None)
+    for key, variant_model in made.items():
+        variant_counts = run_eval(variant_model, loader, plain, desc=f'{full_name} [{key}]')
+        results.append(_make_result(full_name, data_config, param_count, variant_counts, ref, key,
+                                    top1_agreement(counts.topk.predictions, variant_counts.topk.predictions)))
+    return results
+
+
+def top1_agreement(reference: Iterable, other: Iterable) -> float:
+    """% of images where two runs over the same images (their ``(target, top-k)`` predictions) have one top-1."""
+    pairs = list(zip(reference, other, strict=True))
+    return round(100 * sum(a[1][0] == b[1][0] for a, b in pairs) / max(1, len(pairs)), 3)
 
 
 def _make_result(
         name: str, cfg: DataConfig, param_count: int, counts: EvalCounts, ref: PublishedRef | None,
+        variant: str = 'fp32', top1_agree_fp32: float | None = None,
 ) -> EvalResult:
     n = counts.topk.num_images
     top1 = 100 * counts.topk.correct1 / n
@@ -239,7 +272,7 @@ def _make_result(
         num_skipped=len(counts.skipped), samples_per_sec=round(n / counts.seconds, 2),
         published_top1=ref.top1 if has1 else None, published_top5=ref.top5 if has5 else None,
         top1_diff=round(top1 - ref.top1, 3) if has1 else None, top5_diff=round(top5 - ref.top5, 3) if has5 else None,
-        published_source=ref.source if ref is not None else None,
+        published_source=ref.source if ref is not None else None, variant=variant, top1_agree_fp32=top1_agree_fp32,
         predictions=counts.topk.predictions, skipped=counts.skipped)
 
 

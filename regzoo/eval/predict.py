@@ -8,14 +8,16 @@ weight's test size, crop and interpolation); a 1-channel model reads the images 
 does. Labels: the ``labels=`` given (a fine-tuned run's class names: ``checkpoint_label_names(RUN)``), else what
 the model's ``pretrained_cfg`` carries (``label_names``, the descriptions of its label set: ImageNet-1k names ship
 with regzoo), else the class indices (``class_labels``). ``predict_paths`` is the batched, multi-process version
-behind ``python -m regzoo.predict``: it reports unreadable images instead of raising.
+behind ``python -m regzoo.predict``: it reports unreadable images instead of raising; given a faster
+``forward`` (an ``optimize_for_inference`` or int8 model) and ``Agreement``, it also counts how often that model's
+top-1 class is the fp32 model's.
 """
 from __future__ import annotations
 
 import functools
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -218,26 +220,60 @@ def find_images(inputs: Sequence[str | os.PathLike]) -> list[str]:
     return found
 
 
+class Agreement:
+    """Runs ``model`` and its fp32 ``reference`` on each batch, counts the images where their top-1 classes agree,
+    and returns ``model``'s logits: ``predict_paths(fp32, paths, forward=Agreement(int8, fp32))``."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], reference: nn.Module):
+        self.model, self.reference = model, reference
+        self.same = self.total = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.same += int((out.argmax(-1) == self.reference(x).argmax(-1)).sum())
+        self.total += len(x)
+        return out
+
+    @property
+    def fraction(self) -> float | None:
+        return self.same / self.total if self.total else None
+
+
+def image_folder_problem(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` cannot serve as a folder of images (missing, not a folder, no images in it), else None."""
+    if not Path(folder).is_dir():
+        return f'{folder} does not exist or is not a folder'
+    try:
+        find_images([folder])
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
 def predict_paths(
         model: nn.Module, paths: Sequence[str], topk: int = 5, *, batch_size: int = 32, workers: int = 0,
         labels: Sequence[str] | None = None, on_batch=None,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[tuple[str, list[Prediction] | SkippedImage]]:
     """``(path, predictions)`` per image in order, or ``(path, SkippedImage)`` for one that cannot be read.
 
     Images are decoded and transformed by ``workers`` DataLoader processes, ``batch_size`` at a time;
     ``on_batch(n)`` is called with the number of images of each batch done (progress reporting).
+    ``model`` gives the transform, the labels and the device; ``forward`` (default: ``model``) computes the
+    logits: a fast or int8 version of ``model``, or an ``Agreement`` of one with ``model``.
     """
     labeller = _Labeller(model, topk, labels)
     dataset = EvalDataset([(p, 0) for p in paths], {}, eval_transform(model))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                                          collate_fn=collate_eval)
     device = _device(model)
+    forward = forward or model
     start = 0
     with _EvalMode(model), torch.inference_mode():
         for images, _, indices, skipped in loader:
             done = {}
             if images is not None:
-                done = dict(zip(indices.tolist(), labeller(model(images.to(device)))))
+                done = dict(zip(indices.tolist(), labeller(forward(images.to(device)))))
             # the batch covers the next len(done) + len(skipped) paths; collate_eval kept the skipped ones in order
             skipped_in_order = iter(skipped)
             count = len(done) + len(skipped)
