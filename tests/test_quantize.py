@@ -111,8 +111,11 @@ def test_onednn_kernels_compute_the_reference_int8_arithmetic(setup, int8, refer
     ops = {str(n.target) for n in int8.runner.graph.nodes if n.op == 'call_function'}
     assert any(op.startswith('onednn.qconv') for op in ops), ops  # int8 kernels run, not float convs
     assert 'aten.conv2d.default' not in ops
-    with torch.no_grad():  # the batch size is free, and does not change the numbers
-        assert rel_error(int8(setup['val_x'][:3]), fast[:3]) < 1e-3
+    with torch.no_grad():  # the batch size is free, and changes the answers no more than rounding does
+        few = int8(setup['val_x'][:3])
+    # not bit-equal: without VNNI, oneDNN's u8 x s8 pair sums saturate in int16, and which pairs meet depends on
+    # the kernel's blocking (batch size, threads); a CI run saw 0.039 relative on one of 3 rows
+    assert rel_error(few, fast[:3]) < 0.1 and torch.equal(few.argmax(1), fast[:3].argmax(1))
 
 
 @pytest.mark.slow

@@ -172,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     info = init_distributed(args.device)
     try:
         with stop_on_signals() as stop_requested:
-            return _train(args, info, resumed, stop_requested)
+            code = _train(args, info, resumed, stop_requested)
+        if info.distributed:
+            # every process past its last collective before any tears gloo down: a process that destroyed its
+            # group while the other still finished its work was once aborted at exit under load (SIGABRT,
+            # "terminate called without an active exception"). Only on a normal return: after an error the
+            # others may never get here
+            torch.distributed.barrier()
+        return code
     finally:
         cleanup(info)
 
