@@ -98,3 +98,13 @@ META_ONLY_ARCHS = ('regnety_10b',)
 def buildable(names) -> list[str]:
     """``names`` without the archs tests only build on the meta device (``META_ONLY_ARCHS``)."""
     return [n for n in names if n not in META_ONLY_ARCHS]
+
+
+def offline_caches(root: Path, monkeypatch) -> Path:
+    """Empty HF and torch hub caches under ``root``, offline (regzoo reads these variables at call time);
+    returns the HF hub cache, ``root/hf/hub``."""
+    monkeypatch.setenv('HF_HUB_CACHE', str(root / 'hf' / 'hub'))
+    monkeypatch.setenv('HF_HOME', str(root / 'hf'))
+    monkeypatch.setenv('TORCH_HOME', str(root / 'torch'))
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    return root / 'hf' / 'hub'

@@ -16,7 +16,7 @@ import pytest
 import timm
 import torch
 import yaml
-from helpers import cache_timm_weights, populate_hub_cache, randomize_bn, refuse_network
+from helpers import cache_timm_weights, offline_caches, populate_hub_cache, randomize_bn, refuse_network
 
 import regzoo
 from regzoo.data.synthetic import synthetic_image
@@ -32,11 +32,7 @@ EVAL_96 = dict(test_input_size=(3, 96, 96), test_crop_pct=1.0, interpolation='bi
 @pytest.fixture
 def hub_env(tmp_path, monkeypatch):
     """An empty HF cache and torch cache, offline."""
-    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
-    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
-    return tmp_path / 'hf' / 'hub'
+    return offline_caches(tmp_path, monkeypatch)
 
 
 @pytest.fixture

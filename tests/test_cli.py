@@ -300,8 +300,8 @@ def _fails_fast(name: str) -> str:
 def test_offline_pretrained_fails_in_under_2s_with_the_clear_message(online_without_network):
     text = _fails_fast('regnety_032.ra_in1k')
     assert text.startswith('regnety_032.ra_in1k: pretrained weights not found:')
-    assert ("HF hub repo 'timm/regnety_032.ra_in1k' (model.safetensors, pytorch_model.bin, "
-            "model.safetensors.index.json, pytorch_model.bin.index.json): not in the cache") in text
+    assert ("HF hub repo 'timm/regnety_032.ra_in1k' (model.safetensors, model.safetensors.index.json, "
+            "pytorch_model.bin, pytorch_model.bin.index.json): not in the cache") in text
     assert 'HF hub download of timm/regnety_032.ra_in1k: not tried, https://huggingface.co is unreachable' in text
     assert 'URL download https://github.com/' in text and 'not tried, the host is unreachable' in text
     assert 'To fix: run `hf download timm/regnety_032.ra_in1k`' in text and 'checkpoint_path=' in text

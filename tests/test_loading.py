@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 import torchvision
-from helpers import populate_hub_cache, randomize_bn, refuse_network
+from helpers import offline_caches, populate_hub_cache, randomize_bn, refuse_network
 from safetensors.torch import save_file
 from timm.models._hub import save_for_hf
 
@@ -46,10 +46,7 @@ def st_file(ref, tmp_path_factory):
 @pytest.fixture
 def hub_env(tmp_path, monkeypatch):
     """An empty HF cache and torch hub dir under tmp_path, offline, read by our code at call time."""
-    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf' / 'hub'))
-    monkeypatch.setenv('HF_HOME', str(tmp_path / 'hf'))
-    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    offline_caches(tmp_path, monkeypatch)
     return tmp_path
 
 

@@ -7,7 +7,6 @@ no network it fails in about a second instead of after huggingface_hub's retries
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,7 +24,7 @@ from regzoo.zoo.loading import (
     url_cache_path,
 )
 from regzoo.zoo.pretrained import PretrainedCfg
-from regzoo.zoo.sharded import INDEX_NAMES, is_index
+from regzoo.zoo.sharded import ShardError, is_index, parse_index
 
 _LOGGER = logging.getLogger(__name__)
 _TRUE = ('1', 'ON', 'YES', 'TRUE')
@@ -111,8 +110,7 @@ def unreachable(urls: list[str], timeout: float | None = None) -> dict[str, str]
 
 
 def _hub_names(cfg: PretrainedCfg) -> tuple[str, ...]:
-    # a repo too large for one file holds a shard index instead (HF's names), after the single files
-    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES + INDEX_NAMES
+    return (cfg.hf_hub_filename,) if cfg.hf_hub_filename else HUB_FILENAMES
 
 
 def _shard_names(index: str | os.PathLike) -> list[str]:
@@ -120,8 +118,8 @@ def _shard_names(index: str | os.PathLike) -> list[str]:
     if not is_index(index):
         return []
     try:
-        return sorted(set(json.loads(Path(index).read_text())['weight_map'].values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return [shard.name for shard in parse_index(index).shards]
+    except ShardError:
         return []
 
 

@@ -42,8 +42,10 @@ from regzoo.zoo.sharded import (
 )
 
 _LOGGER = logging.getLogger(__name__)
-HUB_FILENAMES = ('model.safetensors', 'pytorch_model.bin')  # safetensors first: it cannot carry code
-DIR_FILENAMES = HUB_FILENAMES
+DIR_FILENAMES = ('model.safetensors', 'pytorch_model.bin')  # safetensors first: it cannot carry code
+# the weights files a saved folder or a hub repo is read from, in transformers' order: safetensors (one file,
+# then shards) before pickles (one file, then shards)
+HUB_FILENAMES = (DIR_FILENAMES[0], SAFETENSORS_INDEX, DIR_FILENAMES[1], BIN_INDEX)
 CONFIG_NAME = 'config.json'
 # a train.py run folder: its weights files, in the order a folder path picks them, and what each one is
 RUN_WEIGHTS = {'best.safetensors': 'the best epoch', 'last.safetensors': 'the last epoch',
@@ -351,8 +353,7 @@ def _load_shards(model: nn.Module, checkpoint: Checkpoint, fit, allow_nonfinite:
 
 
 def _dir_weights_file(path: Path, log: bool = True) -> Path:
-    # as transformers: safetensors (one file, then shards) before pickles (one file, then shards)
-    for name in ('model.safetensors', SAFETENSORS_INDEX, 'pytorch_model.bin', BIN_INDEX):
+    for name in HUB_FILENAMES:
         if (path / name).is_file():
             return path / name
     run_files = [name for name in RUN_WEIGHTS if (path / name).is_file()]

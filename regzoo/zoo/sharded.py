@@ -80,8 +80,8 @@ class ShardIndex:
         return {name for name, file in self.weight_map.items() if file == shard.name}
 
 
-def read_index(path: str | Path) -> ShardIndex:
-    """The index at ``path``; a malformed index or a missing shard raises ``ShardError`` naming the file."""
+def parse_index(path: str | Path) -> ShardIndex:
+    """The index at ``path``, its shards not looked for; a malformed index raises ``ShardError`` naming it."""
     path = Path(path)
     try:
         weight_map = json.loads(path.read_text())['weight_map']
@@ -93,11 +93,16 @@ def read_index(path: str | Path) -> ShardIndex:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ShardError(f'{path}: not a readable sharded-weights index ({type(e).__name__}: {e}); expected JSON '
                          'with a "weight_map" of tensor name -> shard file', path, cause=e) from e
-    index = ShardIndex(path, MappingProxyType(dict(weight_map)))
+    return ShardIndex(path, MappingProxyType(dict(weight_map)))
+
+
+def read_index(path: str | Path) -> ShardIndex:
+    """The index at ``path``; a malformed index or a missing shard raises ``ShardError`` naming the file."""
+    index = parse_index(path)
     for shard in index.shards:
         if not shard.is_file():
-            raise ShardError(f'{path}: its shard {shard.name} is missing from {path.parent} (an interrupted download, '
-                             'copy or save?): fetch or save the checkpoint again', shard)
+            raise ShardError(f'{index.path}: its shard {shard.name} is missing from {index.path.parent} (an '
+                             'interrupted download, copy or save?): fetch or save the checkpoint again', shard)
     return index
 
 
