@@ -24,7 +24,7 @@ from regzoo.models.design import RegNetCfg, make_stages
 from regzoo.zoo.convert import hf
 from regzoo.zoo.fetch import WeightsUnavailableError
 from regzoo.zoo.hub_names import matching_arch
-from regzoo.zoo.pretrained import HF_REPOS
+from regzoo.zoo.hf_repos import HF_REPOS
 from regzoo.zoo.registry import UnknownModelError
 
 ATOL = 1e-5

@@ -17,7 +17,8 @@ from timm.models._hub import save_for_hf
 import regzoo
 from regzoo.models.layers import init_classifier
 from regzoo.zoo.fetch import WeightsUnavailableError
-from regzoo.zoo.loading import CheckpointError, adapt_input_conv
+from regzoo.zoo.applying import adapt_input_conv
+from regzoo.zoo.loading import CheckpointError
 
 ARCH = 'regnetx_002'
 X = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
@@ -281,7 +282,7 @@ def test_wrong_arch_names_arch_keys_and_the_match(st_file):
 # ------------------------------------------------------------------------------------------ fitting head and stem
 
 def test_num_classes_reinitialises_head_deterministically(ref, st_file, caplog):
-    with caplog.at_level(logging.INFO, logger='regzoo.zoo.loading'):
+    with caplog.at_level(logging.INFO, logger='regzoo.zoo.applying'):
         a = regzoo.create_model(ARCH, checkpoint_path=st_file, num_classes=10)
     assert 're-initialised' in caplog.text and '1000 classes, the model 10' in caplog.text
     torch.manual_seed(123)  # the global RNG must not matter
@@ -306,7 +307,7 @@ def test_fine_tuned_checkpoint_keeps_its_head(tmp_path):
 
 
 def test_in_chans_one_sums_rgb(ref, st_file, caplog):
-    with caplog.at_level(logging.INFO, logger='regzoo.zoo.loading'):
+    with caplog.at_level(logging.INFO, logger='regzoo.zoo.applying'):
         grey = regzoo.create_model(ARCH, checkpoint_path=st_file, in_chans=1).eval()
     assert 'from 3 to 1 input channels' in caplog.text
     g = X[:, :1]

@@ -16,7 +16,8 @@ from timm.models import get_pretrained_cfg as timm_pretrained_cfg
 
 import regzoo
 from regzoo.models.regnet import RegNet
-from regzoo.utils.names import natural_key, split_model_name_tag
+from regzoo.utils.names import natural_key
+from regzoo.zoo.registry import split_model_name_tag
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import FORMATS
 from regzoo.zoo.metrics import load_published, lookup_published

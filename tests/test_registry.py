@@ -12,7 +12,8 @@ import torch.nn as nn
 import torchvision
 
 import regzoo
-from regzoo.utils.names import natural_key, split_model_name_tag
+from regzoo.utils.names import natural_key
+from regzoo.zoo.registry import split_model_name_tag
 from regzoo.zoo import factories
 from regzoo.zoo.cfgs import paper_name
 from regzoo.zoo.registry import REGISTRY, Registry
@@ -41,7 +42,7 @@ def test_every_size_is_registered():
 
 def test_tags_are_parsed():
     assert split_model_name_tag('regnety_032.pycls_in1k') == ('regnety_032', 'pycls_in1k')
-    assert split_model_name_tag('regnety_032') == ('regnety_032', None)
+    assert split_model_name_tag('regnety_032', no_tag=None) == ('regnety_032', None)
     assert regzoo.is_model('regnety_032.ra_in1k')
     assert regzoo.model_entrypoint('regnety_032.ra_in1k').__name__ == 'regnety_032'
 
@@ -146,8 +147,10 @@ def test_alias_plus_tag_splits_to_the_registered_arch():
     assert REGISTRY.split('regnet_y_3_2gf.tv2_in1k') == ('regnety_032', 'tv2_in1k')
     assert REGISTRY.split('regnety_032.pycls_in1k') == ('regnety_032', 'pycls_in1k')
     assert REGISTRY.split('regnety_03.x') == ('regnety_03', 'x')  # unknown: left as typed for the error
-    # the pure string function stays timm's: first dot, no registry
-    assert split_model_name_tag('RegNetY-3.2GF.ra_in1k') == timm.models.split_model_name_tag('RegNetY-3.2GF.ra_in1k')
+    # timm's split_model_name_tag (the one regzoo has): timm's first-dot split, except after a dotted alias
+    for name in ('regnety_032.ra_in1k', 'regnety_032', 'RegNetY-3.ra_in1k', 'a.b.c', 'regnet_y_3_2gf.tv2_in1k'):
+        assert split_model_name_tag(name) == timm.models.split_model_name_tag(name)
+    assert split_model_name_tag('RegNetY-3.2GF.ra_in1k') == ('RegNetY-3.2GF', 'ra_in1k')
     assert regzoo.is_model('RegNetY-3.2GF.ra_in1k') and not regzoo.is_model('RegNetY-3.ra_in1k')
     assert regzoo.model_entrypoint('RegNetY-3.2GF.ra_in1k') is regzoo.model_entrypoint('regnety_032')
     with torch.device('meta'):  # the name's tag picks the weight cfg; an overlay still applies on top

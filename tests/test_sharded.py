@@ -270,7 +270,7 @@ def _flipped(folder):
     data = bytearray(shard.read_bytes())
     data[-100] ^= 0x10  # in the tensor data, after the header
     shard.write_bytes(bytes(data))
-    return shard.name, 'corrupt: the tensor data of group .* no longer matches the sha256'
+    return shard.name, 'corrupt: the tensor data of group .* no longer matches the xxh3-128'
 
 
 def _unlisted(folder):

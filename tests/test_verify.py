@@ -1,4 +1,5 @@
-"""Checkpoints verified on load (issue 16): zip CRCs, regzoo's sha256 of tensor bytes, NaN/Inf, and one clear
+"""Checkpoints verified on load (issue 16): zip CRCs, regzoo's digests of tensor bytes (xxh3-128; sha256 in files
+written before issue 20), NaN/Inf, and one clear
 ``CheckpointError`` naming the file for every broken input."""
 from __future__ import annotations
 
@@ -106,7 +107,68 @@ def test_malicious_pickle_is_refused(tmp_path):
     assert not (tmp_path / 'pwned').exists()
 
 
-# ---------------------------------------------------------------------------------------------- sha256
+# ---------------------------------------------------------------------------------------------- digests
+
+def _format_digest(tensors, hexdigest):
+    """The digest metadata as docs/checkpoint-formats.md defines it, written out here with the hash given:
+    per group, a hash over 'name NUL dtype NUL shape NUL hash(bytes)' lines in sorted key order; the file's, a
+    hash over 'group NUL digest' lines."""
+    lines = {}
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        lines.setdefault(tensor_group(name), []).append(
+            f'{name}\0{str(t.dtype).removeprefix("torch.")}\0{tuple(t.shape)}\0{hexdigest(data)}\n')
+    groups = {g: hexdigest(''.join(text).encode()) for g, text in sorted(lines.items())}
+    return groups, hexdigest(''.join(f'{g}\0{d}\n' for g, d in sorted(groups.items())).encode())
+
+
+def test_written_digest_is_xxh3_128_of_the_documented_lines():
+    import xxhash
+    tensors = {'stem.conv.weight': torch.randn(4, 3, 3, 3), 's1.b1.x': torch.arange(5), 'head.fc.bias': torch.ones(2)}
+    groups, total = _format_digest(tensors, lambda b: xxhash.xxh3_128(b).hexdigest())
+    meta = digest_metadata(tensors)
+    assert (DIGEST_KEY, GROUPS_KEY) == ('regzoo_xxh3_128', 'regzoo_xxh3_128_groups')
+    assert meta == {DIGEST_KEY: total, GROUPS_KEY: json.dumps(groups, separators=(',', ':'))}
+    assert not any('sha256' in key for key in meta)
+
+
+def _legacy_sha256_file(path, tensors):
+    """A safetensors file as regzoo wrote it before issue 20: sha256 digests under the regzoo_sha256 keys."""
+    import hashlib
+    groups, total = _format_digest(tensors, lambda b: hashlib.sha256(b).hexdigest())
+    save_file(tensors, path, metadata={'format': 'pt', 'regzoo_sha256': total,
+                                       'regzoo_sha256_groups': json.dumps(groups, separators=(',', ':'))})
+    return path
+
+
+def test_legacy_sha256_files_still_verify(state_dict, tmp_path):
+    path = _legacy_sha256_file(tmp_path / 'old.safetensors', state_dict)
+    with safe_open(str(path), 'pt') as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    assert failed_groups(tensors, meta) == []
+    assert failed_groups({**tensors, 'head.fc.bias': tensors['head.fc.bias'] + 1}, meta) == ['head']
+    assert failed_groups(tensors, {**meta, 'regzoo_sha256': '0' * 64}) == ['(the digest metadata)']
+    _assert_same(regzoo.create_model(ARCH, checkpoint_path=path), state_dict)  # unmodified: bit-identical
+    _flip(path, _tensor_offset(path, 's2.b1.conv1.conv.weight'))
+    with pytest.raises(CheckpointError, match=r'old\.safetensors: corrupt: the tensor data of group s2 no longer '
+                                              r'matches the sha256 digest \(regzoo_sha256\)'):
+        regzoo.create_model(ARCH, checkpoint_path=path)
+
+
+def test_zip_crc_check_is_zipfiles(state_dict, tmp_path):
+    """bad_zip_record is zipfile's own record check: each record's CRC-32, a damaged local header included."""
+    import zipfile
+    from regzoo.utils.checksum import bad_zip_record
+    path = tmp_path / 'w.pth'
+    torch.save(state_dict, path)
+    assert bad_zip_record(path) is None
+    with zipfile.ZipFile(path) as z:
+        info = max(z.infolist(), key=lambda i: i.compress_size)
+    head = path.read_bytes()[info.header_offset:info.header_offset + 30]
+    name_len, extra_len = int.from_bytes(head[26:28], 'little'), int.from_bytes(head[28:30], 'little')
+    _flip(path, info.header_offset + 30 + name_len + extra_len + info.compress_size // 2)  # inside its data
+    assert bad_zip_record(path) == info.filename
 
 def test_digest_groups():
     assert [tensor_group(k) for k in ('stem.conv.weight', 's3.b1.conv1.conv.weight', 'head.fc.bias',
@@ -140,7 +202,7 @@ def test_save_pretrained_digest_catches_a_flipped_byte(fmt, tmp_path):
                    ('regnet.encoder.stages.2.layers.0.layer.1.convolution.weight', 'regnet.encoder.stages.2'))
     _flip(weights, _tensor_offset(weights, name))
     with pytest.raises(CheckpointError, match=rf'model\.safetensors: corrupt: the tensor data of group '
-                                              rf'{group} no longer matches the sha256'):
+                                              rf'{group} no longer matches the xxh3-128'):
         regzoo.create_model(ARCH, checkpoint_path=out)
 
 
@@ -175,7 +237,7 @@ def test_nonfinite_weights_raise_unless_allowed(state_dict, tmp_path, caplog):
         regzoo.create_model(ARCH, checkpoint_path=path)
     with pytest.raises(CheckpointError, match='NaN or Inf'):
         load_checkpoint(regzoo.create_model(ARCH), path)
-    with caplog.at_level(logging.WARNING, logger='regzoo.zoo.loading'):
+    with caplog.at_level(logging.WARNING, logger='regzoo.zoo.applying'):
         model = regzoo.create_model(ARCH, checkpoint_path=path, allow_nonfinite=True)
     assert 'loading them anyway' in caplog.text
     other = regzoo.create_model(ARCH)

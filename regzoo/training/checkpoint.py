@@ -24,25 +24,31 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from regzoo.data.transforms import DataConfig
 from regzoo.training.errors import TrainingInputError
-from regzoo.utils.checksum import bad_zip_record, digest_metadata, failed_groups
+from regzoo.utils.checksum import digest_metadata
 from regzoo.utils.files import atomic_write
-from regzoo.zoo.loading import CONFIG_METADATA_KEY, CONFIG_NAME
+from regzoo.zoo.diagnose import CheckpointError
+from regzoo.zoo.layout import (
+    CONFIG_METADATA_KEY,
+    CONFIG_NAME,
+    RUN_LAST,
+    RUN_STATE_KEYS,
+    RUN_STATE_SUFFIX,
+    WEIGHTS_SUFFIX,
+)
 from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.reading import read_safetensors, read_torch
 from regzoo.zoo.saving import timm_config, write_config
 
-STATE_SUFFIX = '.state.pt'
 STAGING, PREVIOUS = 'next', 'prev'  # save_checkpoint's staged and previous pairs
-WEIGHTS_SUFFIX = '.safetensors'
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """Write weights whose metadata points to the run's config.json beside them (``write_run_config``)
-    and carries the sha256 of their tensors, checked on load (``regzoo.utils.checksum``)."""
+    and carries the integrity digests of their tensors, checked on load (``regzoo.utils.checksum``)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     metadata = {'format': 'pt', **metadata, CONFIG_METADATA_KEY: CONFIG_NAME, **digest_metadata(tensors)}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -96,7 +102,7 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 
 
 def _pair(run_dir: Path, name: str) -> tuple[Path, Path]:
-    return run_dir / f'{name}{WEIGHTS_SUFFIX}', run_dir / f'{name}{STATE_SUFFIX}'
+    return run_dir / f'{name}{WEIGHTS_SUFFIX}', run_dir / f'{name}{RUN_STATE_SUFFIX}'
 
 
 def save_checkpoint(run_dir: Path, name: str, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> Path:
@@ -132,26 +138,23 @@ def _stem_pair(path: str | Path) -> tuple[Path, Path]:
     """(weights, state) named by a run folder (its ``last`` pair), a ``*.state.pt`` or a ``*.safetensors`` file."""
     path = Path(path)
     if path.is_dir():
-        path = path / f'last{STATE_SUFFIX}'
+        path = path / f'{RUN_LAST}{RUN_STATE_SUFFIX}'
     name = path.name
-    for suffix in (STATE_SUFFIX, WEIGHTS_SUFFIX):
+    for suffix in (RUN_STATE_SUFFIX, WEIGHTS_SUFFIX):
         if name.endswith(suffix):
             stem = path.with_name(name[:-len(suffix)])
             break
     else:
         raise TrainingInputError(
-            f'--resume {path}: expected a run folder, a *{STATE_SUFFIX} or a *{WEIGHTS_SUFFIX} file')
-    return Path(f'{stem}{WEIGHTS_SUFFIX}'), Path(f'{stem}{STATE_SUFFIX}')
+            f'--resume {path}: expected a run folder, a *{RUN_STATE_SUFFIX} or a *{WEIGHTS_SUFFIX} file')
+    return Path(f'{stem}{WEIGHTS_SUFFIX}'), Path(f'{stem}{RUN_STATE_SUFFIX}')
 
 
-def resume_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, state) for a run folder, a ``*.state.pt`` file or a ``*.safetensors`` file."""
-    weights, state = _stem_pair(path)
-    for p in (weights, state):
-        if not p.is_file():
-            raise TrainingInputError(
-                f'--resume {path}: {p} not found (a resume needs both {weights.name} and {state.name})')
-    return weights, state
+def _why(e: CheckpointError, path: Path) -> str:
+    """What the reader found, for a --resume message: the error it hit, or its verdict on the bytes."""
+    if (cause := e.__cause__) is not None:
+        return f'{type(cause).__name__}: {(str(cause).splitlines() or [""])[0]}'
+    return str(e).removeprefix(f'{path}: ')
 
 
 def _read_pair(path: str | Path, weights_path: Path, state_path: Path
@@ -160,27 +163,25 @@ def _read_pair(path: str | Path, weights_path: Path, state_path: Path
         if not p.is_file():
             raise TrainingInputError(f'--resume {path}: {p} not found '
                                      f'(a resume needs both {weights_path.name} and {state_path.name})')
+    # the one reader of weights files (regzoo.zoo.reading): the zip CRCs and the digests are checked meanwhile
     try:
-        bad = bad_zip_record(state_path)  # a flipped bit torch.load would not notice
-        if bad:
-            raise ValueError(f'record {bad} fails its CRC check')
-        state = torch.load(state_path, map_location='cpu', weights_only=True)
-    except Exception as e:  # torch raises several types for truncated / foreign / unsafe files
-        raise TrainingInputError(f'--resume: {state_path} is not a readable training state ({type(e).__name__}: '
-                                 f'{str(e).splitlines()[0] if str(e) else ""})') from None
-    required = ('save_id', 'epoch', 'update', 'step_in_epoch', 'optimizer', 'scheduler', 'args', 'rng')
-    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+        state, verified = read_torch(state_path)
+        verified()
+    except CheckpointError as e:  # torch raises several types for truncated / foreign / unsafe files
+        raise TrainingInputError(f'--resume: {state_path} is not a readable training state '
+                                 f'({_why(e, state_path)})') from None
+    missing = [k for k in RUN_STATE_KEYS if k not in state]
     if missing:
         raise TrainingInputError(f'--resume: {state_path} is not a regzoo training state (missing {missing})')
     try:
-        with safe_open(str(weights_path), 'pt') as f:
-            meta = f.metadata() or {}
-        weights = load_file(str(weights_path))
-    except (SafetensorError, OSError) as e:
-        raise TrainingInputError(f'--resume: {weights_path} is not a readable safetensors file ({e})') from None
-    bad = failed_groups(weights, meta)
-    if bad:
-        raise TrainingInputError(f'--resume: {weights_path} is corrupt (sha256 differs for {", ".join(bad)})')
+        weights, meta, verified = read_safetensors(weights_path, copy=True)
+    except CheckpointError as e:
+        raise TrainingInputError(f'--resume: {weights_path} is not a readable safetensors file '
+                                 f'({_why(e, weights_path)})') from None
+    try:
+        verified()
+    except CheckpointError as e:
+        raise TrainingInputError(f'--resume: {e}') from None
     if meta.get('save_id') != state['save_id'] or any(
             k in meta and meta[k] != str(state[k]) for k in ('epoch', 'update')):
         raise TrainingInputError(f'--resume: {weights_path.name} and {state_path.name} come from different saves '
@@ -199,7 +200,7 @@ def read_resume_state(path: str | Path, warn: Callable[[str], object] | None = N
     """
     first = _stem_pair(path)
     candidates = [first]
-    if first[0].name == f'last{WEIGHTS_SUFFIX}':
+    if first[0].name == f'{RUN_LAST}{WEIGHTS_SUFFIX}':
         candidates += [pair for pair in (_pair(first[0].parent, STAGING), _pair(first[0].parent, PREVIOUS))
                        if any(p.exists() for p in pair)]
     errors: list[str] = []

@@ -47,6 +47,7 @@ from regzoo.training.loaders import (
 )
 from regzoo.utils.files import atomic_write, unwritable_reason
 from regzoo.utils.runtime import one_line
+from regzoo.zoo.layout import RUN_BEST_FILE, RUN_EMA_FILE, RUN_LAST, RUN_STATE_SUFFIX
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
 
@@ -254,8 +255,8 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
         update, step_in_epoch = result.global_update, 0
         if result.stopped:
             if info.is_primary:
-                with _saving(run_dir / 'last'):
-                    path = save_checkpoint(run_dir, 'last', model.state_dict(), _training_state(
+                with _saving(run_dir / RUN_LAST):
+                    path = save_checkpoint(run_dir, RUN_LAST, model.state_dict(), _training_state(
                         parts, epoch, result.updates_done, update, result.loss_sum, result.images, best))
                 log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
                     f'continue with --resume {path}')
@@ -286,15 +287,15 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
                     'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
                     + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
                     + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
-                with _saving(run_dir / 'last'):
-                    save_checkpoint(run_dir, 'last', model.state_dict(),
+                with _saving(run_dir / RUN_LAST):
+                    save_checkpoint(run_dir, RUN_LAST, model.state_dict(),
                                     _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
                 if ema is not None:
-                    with _saving(run_dir / 'ema.safetensors'):
-                        save_weights(run_dir / 'ema.safetensors', ema.module.state_dict(), {'epoch': str(epoch)})
+                    with _saving(run_dir / RUN_EMA_FILE):
+                        save_weights(run_dir / RUN_EMA_FILE, ema.module.state_dict(), {'epoch': str(epoch)})
                 if is_best:
-                    with _saving(run_dir / 'best.safetensors'):
-                        save_weights(run_dir / 'best.safetensors', eval_model.state_dict(),
+                    with _saving(run_dir / RUN_BEST_FILE):
+                        save_weights(run_dir / RUN_BEST_FILE, eval_model.state_dict(),
                                      {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
             except TrainingInputError as e:
                 failure = e
@@ -304,7 +305,7 @@ def _train(args, info: DistInfo, resumed, stop_requested) -> int:
             raise failure or TrainingInputError('stopping: process 0 could not save its checkpoint (its error '
                                                 'says why)')
         if stop_requested():
-            log(f'stop signal: saved {run_dir / "last.state.pt"} after epoch {epoch}')
+            log(f'stop signal: saved {run_dir / (RUN_LAST + RUN_STATE_SUFFIX)} after epoch {epoch}')
             return 128 + int(stop_requested() or signal.SIGTERM)
     log(f'best top-1 {best[0]:.2f} at epoch {best[1]}')
     return 0

@@ -1,28 +1,53 @@
-"""Checksums of weights: the sha256 regzoo stores in the safetensors files it writes, and the zip CRC check.
+"""Checksums of weights: the integrity digests regzoo stores in the safetensors files it writes, and the zip CRC check.
+
+The digest is a fast non-cryptographic hash, xxh3-128 (the ``xxhash`` package): it is there to catch silent
+corruption (a flipped bit, a truncated copy), which needs no cryptography, and it runs at memory speed, so
+verifying a load costs little (docs/checkpoint-formats.md). A download from a URL is still checked against its
+published sha256 (``regzoo.zoo.fetch``): that hash is the publisher's, and it must resist tampering.
 
 ``tensor_digests`` defines the digest once: per tensor group (the top-level module: ``stem``, ``s1``..``s4``,
-``head``; HF keys go one level deeper, e.g. ``regnet.encoder.stages.0``), sha256 over the group's tensors in
-sorted key order, each as its name, dtype, shape and the sha256 of its raw bytes. ``digest_metadata`` turns them
-into the safetensors metadata written (``regzoo_sha256``: the whole file; ``regzoo_sha256_groups``: JSON, per group);
-``failed_groups`` says which groups of loaded tensors no longer match it. Files without it are not checked.
+``head``; HF keys go one level deeper, e.g. ``regnet.encoder.stages.0``), a hash over the group's tensors in
+sorted key order, each as its name, dtype, shape and the hash of its raw bytes. ``digest_metadata`` turns them
+into the safetensors metadata written (``regzoo_xxh3_128``: the whole file; ``regzoo_xxh3_128_groups``: JSON, per
+group); ``failed_groups`` says which groups of loaded tensors no longer match it. Files regzoo wrote before the
+change carry the same structure with sha256 (``regzoo_sha256``, ``regzoo_sha256_groups``) and still verify.
+Files without either are not checked.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
-import struct
 import zipfile
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 
-DIGEST_KEY = 'regzoo_sha256'
-GROUPS_KEY = 'regzoo_sha256_groups'
 _WRAPPERS = ('regnet', 'encoder', 'stages', 'module', 'model')  # prefixes that hold no module of their own
+_PARALLEL_BYTES = 2 ** 20  # tensors this large are hashed in threads (xxhash and hashlib release the GIL)
+
+
+@dataclass(frozen=True)
+class Digest:
+    """A digest regzoo stores: its name in messages, its two metadata keys and its hash function (hex out)."""
+    name: str
+    key: str         # the digest of the whole file (over the group digests)
+    groups_key: str  # JSON: group -> digest
+    hexdigest: Callable[[bytes], str]
+
+
+def _xxh3_128(data) -> str:
+    import xxhash
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+XXH3_128 = Digest('xxh3-128', 'regzoo_xxh3_128', 'regzoo_xxh3_128_groups', _xxh3_128)
+SHA256 = Digest('sha256', 'regzoo_sha256', 'regzoo_sha256_groups', lambda data: hashlib.sha256(data).hexdigest())
+WRITTEN = XXH3_128             # what regzoo writes now
+DIGESTS = (XXH3_128, SHA256)   # what it verifies: the current digest, then the one of files written before
+DIGEST_KEY, GROUPS_KEY = WRITTEN.key, WRITTEN.groups_key
 
 
 def tensor_group(key: str) -> str:
@@ -32,9 +57,6 @@ def tensor_group(key: str) -> str:
     while n < len(parts) - 1 and parts[n] in _WRAPPERS:
         n += 1
     return '.'.join(parts[:n + 1])
-
-
-_PARALLEL_BYTES = 2 ** 20  # tensors (zip records) this large are hashed in threads (hashlib and zlib release the GIL)
 
 
 def _workers() -> int:
@@ -60,31 +82,37 @@ def _bytes(tensor: torch.Tensor):
     return t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b''
 
 
-def tensor_digests(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """group -> sha256 hex digest over its tensors in sorted key order.
+def tensor_digests(tensors: Mapping[str, torch.Tensor], digest: Digest = WRITTEN) -> dict[str, str]:
+    """group -> ``digest`` hex over its tensors in sorted key order.
 
-    Each tensor contributes a line ``name NUL dtype NUL shape NUL sha256(bytes)``; the per-tensor hashes run in
-    threads, so a 100 MB checkpoint is hashed on several cores.
+    Each tensor contributes a line ``name NUL dtype NUL shape NUL digest(bytes)``; the per-tensor hashes run in
+    threads, so a large checkpoint is hashed on several cores.
     """
     names = sorted(tensors)
     datas = [_bytes(tensors[n]) for n in names]
-    digests = _map(lambda b: hashlib.sha256(b).hexdigest(), datas, [len(b) for b in datas])
-    hashes: dict[str, object] = {}
-    for name, digest in zip(names, digests):
+    hashes = _map(digest.hexdigest, datas, [len(b) for b in datas])
+    lines: dict[str, list[str]] = {}
+    for name, hashed in zip(names, hashes):
         t = tensors[name]
-        line = f'{name}\0{str(t.dtype).removeprefix("torch.")}\0{tuple(t.shape)}\0{digest}\n'
-        hashes.setdefault(tensor_group(name), hashlib.sha256()).update(line.encode())
-    return {group: h.hexdigest() for group, h in sorted(hashes.items())}
+        lines.setdefault(tensor_group(name), []).append(
+            f'{name}\0{str(t.dtype).removeprefix("torch.")}\0{tuple(t.shape)}\0{hashed}\n')
+    return {group: digest.hexdigest(''.join(text).encode()) for group, text in sorted(lines.items())}
 
 
-def _total(groups: Mapping[str, str]) -> str:
-    return hashlib.sha256(''.join(f'{g}\0{d}\n' for g, d in sorted(groups.items())).encode()).hexdigest()
+def _total(groups: Mapping[str, str], digest: Digest) -> str:
+    return digest.hexdigest(''.join(f'{g}\0{d}\n' for g, d in sorted(groups.items())).encode())
 
 
 def digest_metadata(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """The safetensors metadata entries that let a reader verify ``tensors`` (see ``failed_groups``)."""
-    groups = tensor_digests(tensors)
-    return {DIGEST_KEY: _total(groups), GROUPS_KEY: json.dumps(groups, separators=(',', ':'))}
+    groups = tensor_digests(tensors, WRITTEN)
+    return {WRITTEN.key: _total(groups, WRITTEN), WRITTEN.groups_key: json.dumps(groups, separators=(',', ':'))}
+
+
+def stored_digest(metadata: Mapping[str, str] | None) -> Digest | None:
+    """The digest a file's metadata records (the current one, or sha256 in files regzoo wrote before); None: none."""
+    metadata = metadata or {}
+    return next((d for d in DIGESTS if d.key in metadata or d.groups_key in metadata), None)
 
 
 def failed_groups(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None) -> list[str] | None:
@@ -92,47 +120,25 @@ def failed_groups(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, st
 
     A damaged record of the digests themselves shows as ``['(the digest metadata)']``.
     """
-    metadata = metadata or {}
-    if DIGEST_KEY not in metadata and GROUPS_KEY not in metadata:
+    digest = stored_digest(metadata)
+    if digest is None:
         return None
     try:
-        saved = json.loads(metadata[GROUPS_KEY])
-        if not isinstance(saved, dict) or _total(saved) != metadata[DIGEST_KEY]:
+        saved = json.loads(metadata[digest.groups_key])
+        if not isinstance(saved, dict) or _total(saved, digest) != metadata[digest.key]:
             raise ValueError
     except (KeyError, ValueError, TypeError, AttributeError):
         return ['(the digest metadata)']
-    found = tensor_digests(tensors)
+    found = tensor_digests(tensors, digest)
     return [g for g in sorted(set(saved) | set(found)) if saved.get(g) != found.get(g)]
 
 
 def bad_zip_record(path) -> str | None:
     """The first record of a zip file (torch.save's container) whose CRC-32 does not match; None if all do.
 
-    Stored (uncompressed) records, as torch.save writes them, are checked from a memory map in threads;
-    anything else goes through ``zipfile.testzip``. Raises ``zipfile.BadZipFile`` (or OSError) when the
-    archive itself cannot be read.
+    ``zipfile.ZipFile.testzip``: it reads every record, checking its local header against the central
+    directory and its CRC-32 (a record whose header is damaged counts as failing). Raises
+    ``zipfile.BadZipFile`` (or OSError) when the archive itself cannot be read.
     """
     with zipfile.ZipFile(path) as z:
-        infos = z.infolist()
-        if any(i.compress_type != zipfile.ZIP_STORED or i.flag_bits & 0x1 for i in infos):
-            return z.testzip()
-    with open(path, 'rb') as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        view = memoryview(mm)
-        try:
-            spans = []
-            for info in infos:
-                head = info.header_offset
-                if view[head:head + 4] != b'PK\x03\x04':
-                    raise zipfile.BadZipFile(f'bad local header of record {info.filename!r}')
-                n, m = struct.unpack('<HH', view[head + 26:head + 30])
-                if bytes(view[head + 30:head + 30 + n]) != info.orig_filename.encode('utf-8', 'surrogateescape') \
-                        and bytes(view[head + 30:head + 30 + n]).decode('cp437') != info.orig_filename:
-                    raise zipfile.BadZipFile(f'record {info.filename!r}: its local header names another file')
-                start = head + 30 + n + m
-                if start + info.compress_size > len(mm):
-                    raise zipfile.BadZipFile(f'record {info.filename!r} runs past the end of the file')
-                spans.append((start, start + info.compress_size))
-            crcs = _map(lambda span: zlib.crc32(view[span[0]:span[1]]), spans, [b - a for a, b in spans])
-            return next((i.filename for i, crc in zip(infos, crcs) if crc != i.CRC), None)
-        finally:
-            view.release()
+        return z.testzip()

@@ -1,15 +1,9 @@
-"""Names: model-name parsing, natural sort order and the one "did you mean" helper every error message uses."""
+"""Names: natural sort order, the one "did you mean" helper every error message uses, and its short lists."""
 from __future__ import annotations
 
 import difflib
 import re
 from collections.abc import Iterable
-
-
-def split_model_name_tag(name: str) -> tuple[str, str | None]:
-    """'regnety_032.pycls_in1k' -> ('regnety_032', 'pycls_in1k'); no tag -> (name, None)."""
-    arch, _, tag = name.partition('.')
-    return arch, tag or None
 
 
 def natural_key(name: str) -> list:
@@ -29,3 +23,9 @@ def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """'; did you mean 'a', 'b'?' for the close matches of ``name``, or '' when there are none."""
     hint = close_matches(name, candidates, n=n)
     return f'; did you mean {", ".join(map(repr, hint))}?' if hint else ''
+
+
+def few(items: Iterable, n: int = 8) -> str:
+    """The first ``n`` items, comma-separated, and how many more: an error message's list of names."""
+    items = [str(item) for item in items]
+    return ', '.join(items[:n]) + (f', ... and {len(items) - n} more' if len(items) > n else '')

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import inspect
+import logging
 import os
 from collections.abc import Mapping
 
@@ -26,17 +27,15 @@ from regzoo.models.features import (
 from regzoo.models.layers import init_classifier
 from regzoo.models.regnet import RegNet
 from regzoo.utils.names import did_you_mean
+from regzoo.zoo.applying import adapt_input_cfg, apply_checkpoint
 from regzoo.zoo.cfgs import MODEL_CFGS
-from regzoo.zoo.fetch import load_pretrained
+from regzoo.zoo.fetch import fetch_pretrained
 from regzoo.zoo.hub_names import is_hub_name, resolve_hub_name
-from regzoo.zoo.loading import adapt_input_cfg, apply_checkpoint, read_checkpoint
-from regzoo.zoo.pretrained import (
-    PretrainedCfg,
-    default_pretrained_cfg,
-    get_pretrained_cfg,
-)
+from regzoo.zoo.loading import read_checkpoint
+from regzoo.zoo.pretrained import PretrainedCfg, default_pretrained_cfg, weight_cfg
 from regzoo.zoo.registry import REGISTRY
 
+_LOGGER = logging.getLogger(__name__)
 _MODEL_KWARGS = tuple(p for p in inspect.signature(RegNet).parameters if p != 'cfg')
 _BUILD_KWARGS = ('pretrained_tag', 'pretrained_cfg', 'pretrained_cfg_overlay', 'checkpoint_path', 'cache_dir',
                  'allow_nonfinite', 'features_only', 'out_indices', 'feature_cls', 'feature_cfg', 'device', 'dtype')
@@ -88,14 +87,14 @@ def _resolve_pretrained_cfg(
     if cfg_arg is not None:
         cfg = as_pretrained_cfg(cfg_arg, arch)
     elif tag:
-        cfg = get_pretrained_cfg(f'{arch}.{tag}')  # an unknown tag raises, listing the valid ones
+        cfg = weight_cfg(f'{arch}.{tag}')  # an unknown tag raises, listing the valid ones
     elif checkpoint is not None and not pretrained and (saved := checkpoint.pretrained_cfg(arch)) is not None:
         cfg = saved
     else:
         cfg = default_pretrained_cfg(arch)
         if cfg is None:
             if pretrained and not (overlay or {}).get('file'):
-                get_pretrained_cfg(arch)  # raises: no weights for this arch, with close matches
+                weight_cfg(arch)  # raises: no weights for this arch, with close matches
             cfg = PretrainedCfg(arch, '', label_set=None)  # a user arch without weights: timm's default cfg
     return cfg.replace(**overlay) if overlay else cfg
 
@@ -240,14 +239,15 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     model.pretrained_cfg = model.default_cfg = fitted  # one object under both names, as timm
     model.arch = arch  # the registered name, also when built through an alias
     target = torch.get_default_device() if device is None else device
-    if pretrained:  # loaded where torch's default device is, then moved to ``device``
-        load_pretrained(model, pretrained_cfg, cache_dir=cache_dir, allow_nonfinite=allow_nonfinite)
-    if checkpoint is not None:
-        apply_checkpoint(model, checkpoint, allow_nonfinite, device=target)
+    # find -> read + verify -> convert -> fit + apply (docs/design.md): the pretrained weight, then (as timm)
+    # a checkpoint_path over it; each takes its place on ``target`` in the model's dtype
+    found = [fetch_pretrained(pretrained_cfg, cache_dir)] if pretrained else []
+    weights = [read_checkpoint(path, source_format, defer_verification=True) for path, source_format in found]
+    for loaded in weights + ([checkpoint] if checkpoint is not None else []):
+        apply_checkpoint(model, loaded, allow_nonfinite, device=target)
+        _LOGGER.info('%s: loaded %s (%s layout)', arch, loaded.path, loaded.source_format)
     if on_meta and not loads and target.type != 'meta':
         _initialise(model, target)
-    elif loads and device is not None:
-        model.to(device)
     if wrap is not None:
         model = wrap(model)
         # as timm's pretrained_cfg_for_features: no num_classes, no classifier
@@ -314,7 +314,7 @@ def create_model(
 
 def arch_cfg(name: str) -> RegNetCfg:
     """The ``RegNetCfg`` a registered name (``arch``, ``arch.tag``, an alias, a user arch) builds."""
-    arch = REGISTRY.split(name)[0]
+    arch = REGISTRY.resolve(REGISTRY.split(name)[0])
     if arch in MODEL_CFGS:
         return MODEL_CFGS[arch]
     with torch.device('meta'):  # only the factory knows a user arch's cfg; on meta building allocates nothing

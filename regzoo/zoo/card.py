@@ -27,11 +27,11 @@ from pathlib import Path
 import torch.nn as nn
 
 from regzoo.utils.files import atomic_write
+from regzoo.zoo.applying import adapt_input_cfg
 from regzoo.zoo.builder import arch_cfg
-from regzoo.zoo.loading import adapt_input_cfg
-from regzoo.zoo.pretrained import WEIGHTS, PretrainedCfg
+from regzoo.zoo.layout import SAFETENSORS_INDEX
+from regzoo.zoo.pretrained import REGNET_PAPER, WEIGHTS, PretrainedCfg
 from regzoo.zoo.registry import REGISTRY
-from regzoo.zoo.sharded import SAFETENSORS_INDEX
 
 _LOGGER = logging.getLogger(__name__)
 CARD_NAME = 'README.md'
@@ -48,9 +48,8 @@ _DATASET_NAMES = {'imagenet-1k': 'ImageNet-1k', 'imagenet-12k': 'ImageNet-12k', 
 # pretraining named by a tag token (timm's tag convention: `sw_in12k_ft_in1k`, `seer_ft_in1k`, `swag_lc_in1k`)
 _PRETRAINING = {'in12k': 'ImageNet-12k', 'seer': '1B uncurated Instagram images, self-supervised (SEER)',
                 'swag': '3.6B Instagram images, weakly supervised on hashtags (SWAG)'}
-_REGNET_PAPER = 'arXiv:2003.13678'
 _PAPERS = {  # paper id -> (title, bibtex)
-    _REGNET_PAPER: ('Designing Network Design Spaces', r"""@InProceedings{Radosavovic2020,
+    REGNET_PAPER: ('Designing Network Design Spaces', r"""@InProceedings{Radosavovic2020,
   title = {Designing Network Design Spaces},
   author = {Ilija Radosavovic and Raj Prateek Kosaraju and Ross Girshick and Kaiming He and Piotr Doll{\'a}r},
   booktitle = {CVPR},
@@ -205,7 +204,7 @@ def card_metadata(facts: CardFacts, repo_id: str | None = None, format: str = 'h
 
 def _paper_ids(facts: CardFacts) -> list[str]:
     """The RegNet paper, then the weight's own (SEER, SWAG), of those the card knows."""
-    ids = [_REGNET_PAPER] + ((facts.weight or facts.cfg).paper_ids or '').split(',')
+    ids = [REGNET_PAPER] + ((facts.weight or facts.cfg).paper_ids or '').split(',')
     return [p for p in dict.fromkeys(ids) if p in _PAPERS]
 
 

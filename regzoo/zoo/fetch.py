@@ -1,5 +1,8 @@
 """Finding pretrained weights: a local file, the HF hub (cache first, then download), the publisher's URL.
 
+The first step of loading (find -> read + verify -> convert -> fit + apply, docs/design.md): this module returns
+a local path and knows where the download caches are; ``regzoo.zoo.loading`` reads what it found.
+
 A warm HF cache is read with a pure file-system lookup first, so a cached weight never costs a network call;
 ``HF_HUB_OFFLINE=1`` (read at call time, not at import like huggingface_hub does) forbids the network entirely.
 Online, a missing weight first costs one quick connection attempt per download host (``unreachable``), so with
@@ -7,32 +10,47 @@ no network it fails in about a second instead of after huggingface_hub's retries
 """
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 
-from regzoo.zoo.loading import (
-    HUB_FILENAMES,
-    Checkpoint,
-    CheckpointError,
-    apply_checkpoint,
-    hub_cache_dir,
-    read_checkpoint,
-    url_cache_path,
-)
-from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.diagnose import CheckpointError
+from regzoo.zoo.layout import HUB_FILENAMES
+from regzoo.zoo.pretrained_cfg import PretrainedCfg
 from regzoo.zoo.sharded import ShardError, is_index, parse_index
 
-_LOGGER = logging.getLogger(__name__)
 _TRUE = ('1', 'ON', 'YES', 'TRUE')
 DEFAULT_PROBE_TIMEOUT = 1.0  # seconds a download host gets to accept a connection (REGZOO_CONNECT_TIMEOUT)
 
 
 class WeightsUnavailableError(FileNotFoundError):
     """No source of a pretrained weight could be reached (offline and not cached, or every download failed)."""
+
+
+def hub_cache_dir() -> Path:
+    """The HF hub cache as the environment says now: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    env = os.environ
+    home = env.get('HF_HOME') or os.path.join(env.get('XDG_CACHE_HOME') or '~/.cache', 'huggingface')
+    return Path(env.get('HF_HUB_CACHE') or env.get('HUGGINGFACE_HUB_CACHE') or os.path.join(home, 'hub')).expanduser()
+
+
+def url_cache_path(url: str) -> Path:
+    """Where URL downloads are kept: torch.hub's checkpoints folder (TORCH_HOME), by file name."""
+    return Path(torch.hub.get_dir()) / 'checkpoints' / os.path.basename(url.split('?')[0])
+
+
+def hub_cache(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The HF hub cache a call uses: ``cache_dir`` (timm's ``create_model(cache_dir=)``), else ``hub_cache_dir()``."""
+    return Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
+
+
+def is_download(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in a default download cache (the HF hub cache or torch.hub's checkpoints folder), so
+    an error about it can say: delete it and fetch it again."""
+    path = Path(os.path.abspath(path))
+    caches = (hub_cache_dir(), url_cache_path('x').parent)
+    return any(path.is_relative_to(os.path.abspath(cache)) for cache in caches)
 
 
 def hub_offline() -> bool:
@@ -123,13 +141,9 @@ def _shard_names(index: str | os.PathLike) -> list[str]:
         return []
 
 
-def _hub_cache(cache_dir: str | os.PathLike | None) -> Path:
-    return Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
-
-
 def _hub_cached(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.PathLike | None = None) -> Path | None:
     from huggingface_hub import try_to_load_from_cache
-    cache, names = _hub_cache(cache_dir), _hub_names(cfg)
+    cache, names = hub_cache(cache_dir), _hub_names(cfg)
     for name in names:
         # the cache first, for every candidate, by a pure file-system lookup: even hf_hub_download(
         # local_files_only=True) builds request headers, which (huggingface_hub 2.x) may fetch from the Hub
@@ -151,9 +165,9 @@ def _hub_download(cfg: PretrainedCfg, attempts: list[str], cache_dir: str | os.P
     names = _hub_names(cfg)
     for name in names:
         try:
-            found = Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=_hub_cache(cache_dir)))
+            found = Path(hf_hub_download(cfg.hf_hub_id, name, cache_dir=hub_cache(cache_dir)))
             for shard in _shard_names(found):  # a shard index: the shards it lists, into the same snapshot
-                hf_hub_download(cfg.hf_hub_id, shard, cache_dir=_hub_cache(cache_dir))
+                hf_hub_download(cfg.hf_hub_id, shard, cache_dir=hub_cache(cache_dir))
             return found
         except LocalEntryNotFoundError as e:  # the hub could not be reached
             attempts.append(f'HF hub download of {cfg.hf_hub_id}/{name} failed: {e}')
@@ -234,18 +248,8 @@ def fetch_pretrained(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = N
             elif path := _url_download(cfg, attempts, cache_dir):
                 return path, cfg.source_format
     fix = (f'run `hf download {cfg.hf_hub_id}` on a machine with network and copy its HF cache to '
-           f'{_hub_cache(cache_dir)}, or ' if cfg.hf_hub_id else '')
+           f'{hub_cache(cache_dir)}, or ' if cfg.hf_hub_id else '')
     raise WeightsUnavailableError(
         f'{cfg.name}: pretrained weights not found' + (' offline (HF_HUB_OFFLINE is set)' if offline else '') + ':\n  '
         + '\n  '.join(attempts) + f'\nTo fix: {fix}pass pretrained_cfg_overlay=dict(file=PATH) or '
         'checkpoint_path=PATH with a local weights file or directory.')
-
-
-def load_pretrained(model: nn.Module, cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = None,
-                    allow_nonfinite: bool = False) -> Checkpoint:
-    """Fetch ``cfg``'s weights (file, hub, or URL) and load them into ``model`` (see ``apply_checkpoint``)."""
-    path, source_format = fetch_pretrained(cfg, cache_dir)
-    checkpoint = read_checkpoint(path, source_format)
-    apply_checkpoint(model, checkpoint, allow_nonfinite)
-    _LOGGER.info('%s: loaded pretrained weights from %s', cfg.name, checkpoint.path)
-    return checkpoint

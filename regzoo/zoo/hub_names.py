@@ -2,7 +2,7 @@
 
 Three kinds of repo:
 
-* HF transformers' own RegNet repos (``regzoo.zoo.pretrained.HF_REPOS``: ``facebook/regnet-y-040``, the SEER
+* HF transformers' own RegNet repos (``regzoo.zoo.hf_repos.HF_REPOS``: ``facebook/regnet-y-040``, the SEER
   ones), with or without the ``hf-hub:`` prefix: the registered arch and the weight each repo is a copy of.
   Without ``pretrained=True`` nothing is read; with it, the repo's ``config.json`` (its stages are checked
   against the arch's, its ``id2label`` become the label names) and its weights.
@@ -28,16 +28,17 @@ from regzoo.models.design import RegNetCfg, make_stages
 from regzoo.utils.names import did_you_mean
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
-from regzoo.zoo.fetch import WeightsUnavailableError, _hub_cache, fetch_pretrained, hub_offline
-from regzoo.zoo.loading import CONFIG_NAME, Checkpoint, _read_json, with_label_names
-from regzoo.zoo.pretrained import HF_REPOS, HUB_PREFIX, PretrainedCfg, hf_repo_cfg, hf_repo_of
+from regzoo.zoo.config import config_model_args, config_pretrained_cfg, read_config, with_label_names
+from regzoo.zoo.fetch import WeightsUnavailableError, fetch_pretrained, hub_cache, hub_offline
+from regzoo.zoo.hf_repos import HF_REPOS, HUB_PREFIX, hf_repo_cfg, hf_repo_of
+from regzoo.zoo.layout import CONFIG_NAME
+from regzoo.zoo.pretrained import PretrainedCfg
 from regzoo.zoo.registry import REGISTRY, UnknownModelError
 
 # RegNetCfg fields besides the stages that decide a net's modules: equal stages and equal options, equal net
 _BLOCK_FIELDS = ('bottle_ratio', 'se_ratio', 'stem_width', 'downsample', 'linear_out', 'preact', 'num_features',
                  'act', 'norm')
 _FACEBOOK_REGNET = 'facebook/regnet-'  # every public repo under it is in HF_REPOS
-
 
 @dataclass(frozen=True)
 class HubModel:
@@ -86,9 +87,9 @@ def read_repo_config(name: str, repo: str, cache_dir: str | os.PathLike | None =
     except WeightsUnavailableError as e:  # its full text (every path and host tried) stays chained
         why = 'and HF_HUB_OFFLINE is set' if hub_offline() else 'and it could not be downloaded'
         raise WeightsUnavailableError(
-            f'{name}: {repo}/{CONFIG_NAME} is not in the HF cache {_hub_cache(cache_dir)} {why}; run '
+            f'{name}: {repo}/{CONFIG_NAME} is not in the HF cache {hub_cache(cache_dir)} {why}; run '
             f'`hf download {repo}` on a machine with network and copy its cache there') from e
-    return _read_json(Path(path))
+    return read_config(Path(path))
 
 
 def _hf_transformers_repo(name: str, repo: str, pretrained: bool, cache_dir) -> HubModel:
@@ -120,13 +121,13 @@ def _timm_repo(name: str, repo: str, config: Mapping) -> HubModel:
         raise UnknownModelError(f'{name}: its config.json names architecture {arch!r}, which is no regzoo model'
                                 f'{did_you_mean(arch, REGISTRY.names())}')
     saved = {k: v for k, v in (config.get('pretrained_cfg') or {}).items() if k != 'source'}  # 'hf-hub' there
-    # a saved folder's config.json is read by Checkpoint, the same reading here
-    checkpoint = Checkpoint(state_dict={}, path=repo, source_format='timm', config={**config, 'pretrained_cfg': saved})
-    cfg = checkpoint.pretrained_cfg(arch) or PretrainedCfg(arch, '', label_set=None)
+    # read as a saved folder's config.json is (the head size is the config's: the weights are not read yet)
+    config = {**config, 'pretrained_cfg': saved}
+    cfg = config_pretrained_cfg(config, arch, num_classes=0) or PretrainedCfg(arch, '', label_set=None)
     if isinstance(config.get('num_classes'), int):  # the top level's, as timm
         cfg = cfg.replace(num_classes=config['num_classes'])
     cfg = cfg.replace(hf_hub_id=repo, hf_hub_filename=None, url=None, file=None, sha256=None, source_format=None)
-    return HubModel(arch, None, cfg, MappingProxyType(checkpoint.model_args))
+    return HubModel(arch, None, cfg, MappingProxyType(config_model_args(config)))
 
 
 def _hf_config_repo(name: str, repo: str, config: Mapping) -> HubModel:

@@ -15,9 +15,9 @@ from typing import Any
 import torch.nn as nn
 
 from regzoo.utils.names import did_you_mean, natural_key
-from regzoo.utils.names import split_model_name_tag as _split_first_dot
 from regzoo.zoo import pretrained as _pretrained
-from regzoo.zoo.pretrained import PretrainedCfg
+from regzoo.zoo.hf_repos import hf_repo_cfg, hf_repo_of
+from regzoo.zoo.pretrained_cfg import PretrainedCfg, UnknownTagError
 
 # regzoo's own architectures are timm's `regnet` module's, so list_models(module='regnet') means the same here
 _BUILTIN_MODULES = {'regzoo.zoo.factories': 'regnet'}
@@ -76,29 +76,21 @@ class Registry:
         self._modules.pop(name, None)
         self._aliases = {alias: arch for alias, arch in self._aliases.items() if arch != name}
 
-    def split(self, name: str) -> tuple[str, str | None]:
-        """``name`` -> (registered arch, tag or None): 'RegNetY-3.2GF.ra_in1k' -> ('regnety_032', 'ra_in1k').
+    def split(self, name: str, resolve_alias: bool = True) -> tuple[str, str | None]:
+        """``name`` -> (registered arch, tag or None): 'RegNetY-3.2GF.ra_in1k' -> ('regnety_032', 'ra_in1k');
+        with ``resolve_alias=False`` the arch part as typed: ('RegNetY-3.2GF', 'ra_in1k').
 
         Aliases may contain dots, so the split is not at the first dot: the longest registered name or
         alias that is all of ``name``, or is followed by '.' and a tag, wins. An unknown name splits at
-        its first dot (``split_model_name_tag``) and stays as typed, for ``resolve`` to name in its error.
+        its first dot (as timm's ``split_model_name_tag``) and stays as typed, for ``resolve`` to name in its error.
         """
-        known = {**self._aliases, **{arch: arch for arch in self._entrypoints}}
-        if name in known:
-            return known[name], None
-        prefixes = [k for k in known if name.startswith(k + '.')]
-        if prefixes:
-            prefix = max(prefixes, key=len)
-            return known[prefix], name[len(prefix) + 1:] or None
-        return _split_first_dot(name)
-
-    def split_typed(self, name: str) -> tuple[str, str | None]:
-        """As ``split``, but the arch part stays as typed: 'RegNetY-3.2GF.ra_in1k' -> ('RegNetY-3.2GF', 'ra_in1k')."""
         known = [k for k in (*self._entrypoints, *self._aliases) if name == k or name.startswith(k + '.')]
         if known:
             prefix = max(known, key=len)
-            return prefix, name[len(prefix) + 1:] or None
-        return _split_first_dot(name)
+            arch, tag = prefix, name[len(prefix) + 1:]
+        else:
+            arch, _, tag = name.partition('.')
+        return (self._aliases.get(arch, arch) if resolve_alias else arch), tag or None
 
     def canonical_name(self, name: str) -> str:
         """The registered ``arch`` or ``arch.tag`` a typed name means.
@@ -143,7 +135,7 @@ def _to_str_list(value: str | Iterable[str] | None) -> list[str]:
 
 def _expand_filter(pattern: str) -> list[str]:
     """timm: a filter without a tag also matches that name's tags ('regnetx_002' -> 'regnetx_002.*' too)."""
-    base, tag = _split_first_dot(pattern)
+    base, _, tag = pattern.partition('.')
     return [pattern] if tag else [f'{base}.*', pattern]
 
 
@@ -153,20 +145,15 @@ def split_model_name_tag(model_name: str, no_tag: str = '') -> tuple[str, str]:
     Splits at the first dot, as timm, except after a registered alias that contains dots
     ('RegNetY-3.2GF.ra_in1k' -> ('RegNetY-3.2GF', 'ra_in1k')); the arch part is kept as typed.
     """
-    arch, tag = REGISTRY.split_typed(model_name)
+    arch, tag = REGISTRY.split(model_name, resolve_alias=False)
     return arch, tag or no_tag
-
-
-def get_arch_name(model_name: str) -> str:
-    """The architecture part of a name, tag stripped (as typed; ``REGISTRY.resolve`` maps aliases)."""
-    return split_model_name_tag(model_name)[0]
 
 
 def _pretrained_names() -> set[str]:
     """timm's ``_model_has_pretrained``: every registered ``arch.tag`` with weights, and each such ``arch``."""
     archs = set(REGISTRY.names())
-    tagged = {n for n in _pretrained.weight_names() if _split_first_dot(n)[0] in archs}
-    return tagged | {_split_first_dot(n)[0] for n in tagged}
+    tagged = [cfg for cfg in _pretrained.WEIGHTS.values() if cfg.arch in archs]
+    return {cfg.name for cfg in tagged} | {cfg.arch for cfg in tagged}
 
 
 def _tagged_names(arch: str) -> list[str]:
@@ -229,7 +216,7 @@ def list_modules() -> list[str]:
 def is_model(model_name: str) -> bool:
     """True for a registered architecture or alias (a tag, if any, is ignored), or an HF transformers RegNet repo
     (``facebook/regnet-y-040``, with or without ``hf-hub:``)."""
-    return REGISTRY.split(model_name)[0] in REGISTRY.names() or _pretrained.hf_repo_of(model_name) is not None
+    return REGISTRY.split(model_name)[0] in REGISTRY.names() or hf_repo_of(model_name) is not None
 
 
 def is_model_pretrained(model_name: str) -> bool:
@@ -260,15 +247,15 @@ def get_pretrained_cfg(model_name: str, allow_unregistered: bool = True) -> Pret
     The cfg is frozen, so it is returned as is (timm returns a copy). An HF transformers RegNet repo
     (``facebook/regnet-y-040``) gives the cfg of the weight it holds, loading from that repo.
     """
-    if repo := _pretrained.hf_repo_of(model_name):
-        return _pretrained.hf_repo_cfg(repo)
+    if repo := hf_repo_of(model_name):
+        return hf_repo_cfg(repo)
     arch, tag = REGISTRY.split(model_name)
     if arch not in REGISTRY.names():  # not registered at all: say so, with close matches
-        return _pretrained.get_pretrained_cfg(model_name)
+        return _pretrained.weight_cfg(model_name)
     if _pretrained.arch_tags(arch):
-        return _pretrained.get_pretrained_cfg(f'{arch}.{tag}' if tag else arch)
+        return _pretrained.weight_cfg(f'{arch}.{tag}' if tag else arch)
     if tag:
-        raise _pretrained.UnknownTagError(
+        raise UnknownTagError(
             f'Invalid pretrained tag ({tag}) for {arch}: {arch} has no pretrained weights, so no tags')
     if allow_unregistered:
         return None

@@ -26,18 +26,17 @@ import torch.nn as nn
 
 from regzoo.models.regnet import RegNet
 from regzoo.utils.files import atomic_write
+from regzoo.zoo.applying import adapt_input_cfg
 from regzoo.zoo.builder import arch_cfg
 from regzoo.zoo.card import model_card, write_model_card
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
-from regzoo.zoo.loading import adapt_input_cfg
+from regzoo.zoo.layout import CONFIG_NAME
 from regzoo.zoo.pretrained import PretrainedCfg
 from regzoo.zoo.registry import REGISTRY
-from regzoo.zoo.sharded import DEFAULT_MAX_SHARD_SIZE, SINGLE_FILE, parse_size, write_weights
+from regzoo.zoo.sharded import DEFAULT_MAX_SHARD_SIZE, parse_size, write_weights
 
 SAVE_FORMATS = ('hf', 'timm')
-WEIGHTS_NAME = SINGLE_FILE  # unsharded; sharded: sharded.SAFETENSORS_INDEX over its shards
-CONFIG_NAME = 'config.json'
 # fields that say where the *original* weight lived: wrong for the copy we write
 _LOCATION_FIELDS = ('hf_hub_id', 'hf_hub_filename', 'url', 'file', 'sha256')
 _METRIC_FIELDS = ('top1', 'top5', 'metrics_source')
@@ -74,7 +73,7 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
         config, tensors = timm_config(model, arch), state_dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    # atomically, each file with the sha256 of its tensors so a load finds a damaged one (regzoo.utils.checksum)
+    # atomically, each file with the integrity digests (xxh3-128) of its tensors so a load finds a damaged one (regzoo.utils.checksum)
     write_weights(out, tensors, max_shard_size)
     write_config(out / CONFIG_NAME, config)
     if card:

@@ -6,36 +6,32 @@ over ``pytorch_model-0000k-of-0000n.bin`` (older HF repos, the 10B SEER ones amo
 
 Reading never holds the weights twice. ``meta_tensors`` gives every tensor's name, shape and dtype from the
 shard headers alone, as meta tensors, so the model is sized and checked against them before any data is
-read; ``read_shards`` then reads the data one shard at a time, and ``load_tensors`` assigns it into a model
-built on the meta device (``load_state_dict(assign=True)``: the tensors read become the parameters, no copy).
+read; ``read_shards`` then reads the data one shard at a time (through the one reader of weights files,
+``regzoo.zoo.reading.read_verified``, which the caller passes), and ``regzoo.zoo.applying.load_tensors``
+assigns it into a model built on the meta device (the tensors read become the parameters, no copy).
 Peak memory is about the weights plus one tensor (safetensors shards, copied out of the file tensor by tensor)
-or one shard (``torch.load`` reads a whole ``.bin`` shard). This module knows files and tensors only:
-``regzoo.zoo.loading`` reads the ``.bin`` files (with their checks), converts the keys, fits and checks the
-tensors, and re-raises ``ShardError`` as its ``CheckpointError``.
+or one shard (``torch.load`` reads a whole ``.bin`` shard). This module knows index files and shard headers
+only: ``regzoo.zoo.applying`` converts the keys, fits and checks the tensors, and re-raises ``ShardError`` as
+its ``CheckpointError``.
 """
 from __future__ import annotations
 
 import json
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 
 import torch
-import torch.nn as nn
 
-from regzoo.utils.checksum import DIGEST_KEY, digest_metadata, failed_groups
+from regzoo.utils.checksum import digest_metadata
 from regzoo.utils.files import atomic_write
+from regzoo.utils.names import few
+from regzoo.zoo.layout import SAFETENSORS_FILE, SAFETENSORS_INDEX
 
-SAFETENSORS_INDEX = 'model.safetensors.index.json'
-BIN_INDEX = 'pytorch_model.bin.index.json'
-INDEX_NAMES = (SAFETENSORS_INDEX, BIN_INDEX)  # safetensors first: it cannot carry code
-SINGLE_FILE = 'model.safetensors'
 SHARD_PATTERN = 'model{suffix}.safetensors'  # huggingface_hub's, giving model-00001-of-00003.safetensors
 _SHARD_NAME = re.compile(r'model-\d{5}-of-\d{5}\.safetensors')
-_ALIGNMENT = 64  # bytes: torch's CPU allocator aligns every tensor so
 DEFAULT_MAX_SHARD_SIZE = '5GB'  # transformers' and huggingface_hub's default
 # size units as transformers reads max_shard_size: decimal KB..TB, binary KiB..TiB
 _UNITS = {'B': 1, 'KB': 10 ** 3, 'MB': 10 ** 6, 'GB': 10 ** 9, 'TB': 10 ** 12,
@@ -58,11 +54,6 @@ class ShardError(ValueError):
 def is_index(path: str | Path) -> bool:
     """Whether ``path`` names a sharded-weights index (``*.index.json``)."""
     return Path(path).name.endswith('.index.json')
-
-
-def _few(items, n: int = 5) -> str:
-    items = sorted(items)
-    return ', '.join(items[:n]) + (f', ... and {len(items) - n} more' if len(items) > n else '')
 
 
 @dataclass(frozen=True)
@@ -89,7 +80,7 @@ def parse_index(path: str | Path) -> ShardIndex:
             raise ValueError('"weight_map" must be a non-empty JSON object')
         shards = sorted(set(weight_map.values()))
         if not all(isinstance(s, str) and s and Path(s).name == s for s in shards):
-            raise ValueError(f'shard names must be file names beside the index, got {_few(map(repr, shards))}')
+            raise ValueError(f'shard names must be file names beside the index, got {few(map(repr, shards), 5)}')
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ShardError(f'{path}: not a readable sharded-weights index ({type(e).__name__}: {e}); expected JSON '
                          'with a "weight_map" of tensor name -> shard file', path, cause=e) from e
@@ -138,93 +129,31 @@ def meta_tensors(index: ShardIndex) -> dict[str, torch.Tensor]:
         if set(header) != listed:
             extra, missing = set(header) - listed, listed - set(header)
             raise ShardError(f'{shard}: does not match its index {index.path.name}: '
-                             + '; '.join(([f'holds {len(extra)} tensor(s) the index does not list: {_few(extra)}']
+                             + '; '.join(([f'holds {len(extra)} tensor(s) the index does not list: {few(sorted(extra), 5)}']
                                           if extra else [])
-                                         + ([f'lacks {len(missing)} the index lists: {_few(missing)}']
+                                         + ([f'lacks {len(missing)} the index lists: {few(sorted(missing), 5)}']
                                             if missing else [])), shard)
         found.update(header)
     return found
 
 
-def read_safetensors(shard: Path) -> dict[str, torch.Tensor]:
-    """A safetensors shard's tensors, each copied out of the file as soon as it is read, its digests checked.
-
-    safetensors maps its tensors from the file, and every page read stays resident while the file is mapped;
-    opening the file once per tensor lets each tensor's pages go once it is copied, so reading a shard holds
-    its tensors plus one, not twice the shard. The copies own their memory (and torch's 64-byte alignment).
-    """
-    from safetensors import safe_open
-    try:
-        with safe_open(str(shard), 'pt') as f:
-            names, metadata = list(f.keys()), f.metadata()
-        tensors = {}
-        for name in names:
-            with safe_open(str(shard), 'pt') as f:
-                tensors[name] = f.get_tensor(name).clone(memory_format=torch.contiguous_format)
-    except Exception as e:  # safetensors' own errors, OSError...
-        detail = (str(e).strip().splitlines() or [''])[0][:160]
-        raise ShardError(f'{shard}: not a readable shard ({type(e).__name__}: {detail}): it may be truncated or '
-                         'corrupt; fetch or save the checkpoint again', shard, cause=e) from e
-    if failed := failed_groups(tensors, metadata):
-        raise ShardError(f'{shard}: corrupt: the tensor data of group {_few(failed)} no longer matches the sha256 '
-                         f'({DIGEST_KEY}) stored in its metadata when regzoo wrote it; fetch or save it again', shard)
-    return tensors
-
-
 def read_shards(index: ShardIndex, expected: Mapping[str, torch.Tensor],
-                read_torch: Callable[[Path], Mapping]) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
-    """(shard, its tensors) for each shard in turn; the tensors own their memory (a parameter may be one).
-
-    safetensors shards are read by ``read_safetensors``, the others by ``read_torch`` (``torch.load`` with
-    the file's checks: its tensors own their memory). ``expected`` are ``meta_tensors(index)``: the tensors
-    read must be those, with those shapes and dtypes.
+                read: Callable[[Path], Mapping]) -> Iterator[tuple[Path, dict[str, torch.Tensor]]]:
+    """(shard, its tensors) for each shard in turn, each shard read by ``read`` (the one reader of weights files,
+    ``regzoo.zoo.reading.read_verified``: its tensors own their memory, so a parameter may be one, and its bytes
+    are verified). ``expected`` are ``meta_tensors(index)``: the tensors read must be those, with those shapes
+    and dtypes.
     """
     for shard in index.shards:
-        tensors = read_safetensors(shard) if shard.suffix == '.safetensors' else read_torch(shard)
+        tensors = read(shard)
         changed = [name for name in set(tensors) | index.names_in(shard) if name not in expected
                    or not isinstance(tensors.get(name), torch.Tensor) or tensors[name].shape != expected[name].shape
                    or tensors[name].dtype != expected[name].dtype]
         if changed:
-            raise ShardError(f'{shard}: tensors {_few(changed)} differ from its header read before (the file changed '
+            raise ShardError(f'{shard}: tensors {few(sorted(changed), 5)} differ from its header read before (the file changed '
                              'while it was loaded?)', shard)
         yield shard, dict(tensors)
         del tensors  # not held while the next shard is read
-
-
-def load_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
-                 copy: bool = True) -> None:
-    """Put ``tensors`` (names of ``model``'s state dict, already checked) into ``model``.
-
-    Where the model's tensor is on the meta device, a tensor in its dtype on ``device`` (default: torch's
-    default device, CPU unless set) takes its place (``load_state_dict(assign=True)``): with ``copy=False`` the
-    given tensor itself when it already is one, contiguous and aligned as torch allocates (pass it only for
-    tensors that own their memory, as ``torch.load`` gives them; safetensors maps its tensors from the file,
-    and a parameter must not live in a file mapping), else a copy. A real tensor of the model is copied
-    into, as ``load_state_dict`` always does.
-    """
-    device = torch.get_default_device() if device is None else torch.device(device)
-    own = model.state_dict(keep_vars=True)
-    assign = {k: _placed(v, device, own[k].dtype, copy) for k, v in tensors.items() if own[k].is_meta}
-    into = {k: v for k, v in tensors.items() if not own[k].is_meta}
-    for part, by_assignment in ((assign, True), (into, False)):
-        if part:
-            # the module versions every state_dict() carries: without them a BatchNorm reads the part as a
-            # pre-version-2 checkpoint and loads a default num_batches_tracked (0) when the part lacks its own
-            part = OrderedDict(part)
-            part._metadata = getattr(own, '_metadata', None)
-            model.load_state_dict(part, strict=False, assign=by_assignment)
-
-
-def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype, copy: bool) -> torch.Tensor:
-    """``tensor`` as a parameter on ``device`` in ``dtype``: a new tensor, or (``copy=False``) itself if it fits.
-
-    Alignment counts: oneDNN runs other (slower, numerically different) kernels on weights not aligned as
-    torch's allocator aligns them (64 bytes), and a tensor inside a file's buffer (safetensors: 8 bytes) is not.
-    """
-    out = tensor.to(device=device, dtype=dtype)
-    if out is tensor and (copy or not out.is_contiguous() or out.data_ptr() % _ALIGNMENT):
-        out = out.clone(memory_format=torch.contiguous_format)
-    return out.contiguous()
 
 
 def parse_size(value: int | str) -> int:
@@ -246,8 +175,8 @@ def write_weights(out: Path, tensors: Mapping[str, torch.Tensor],
 
     One ``model.safetensors`` when they fit in ``max_shard_size`` (``parse_size``), else
     ``model-0000k-of-0000n.safetensors`` shards and ``model.safetensors.index.json`` (huggingface_hub's split: in
-    key order, a tensor larger than the limit alone in its shard). Every file carries the sha256 digests of its
-    own tensors (``regzoo.utils.checksum``) and is written atomically, the index last; weights files of an
+    key order, a tensor larger than the limit alone in its shard). Every file carries the integrity digests of its
+    own tensors (``regzoo.utils.checksum``: xxh3-128) and is written atomically, the index last; weights files of an
     earlier save that this one does not use are removed afterwards, so a reader never picks a stale one.
     """
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -265,7 +194,7 @@ def write_weights(out: Path, tensors: Mapping[str, torch.Tensor],
         atomic_write(out / SAFETENSORS_INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + '\n'))
         written.append(SAFETENSORS_INDEX)
     for path in out.iterdir():
-        ours = path.name in (SINGLE_FILE, SAFETENSORS_INDEX) or _SHARD_NAME.fullmatch(path.name)
+        ours = path.name in (SAFETENSORS_FILE, SAFETENSORS_INDEX) or _SHARD_NAME.fullmatch(path.name)
         if ours and path.name not in written:
             path.unlink()
     return tuple(written)
