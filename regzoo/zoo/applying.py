@@ -3,7 +3,7 @@
 A classifier of another size is left out and re-initialised; a first conv for another channel count is adapted
 (timm's ``adapt_input_conv``); every remaining tensor must fit the model's name, shape and kind exactly, and
 NaN/Inf weights are refused. The device and dtype the weights take are the caller's (``apply_checkpoint``'s
-``device``; the model's own dtype, as it was built): a model built on the meta device takes the tensors
+``device`` and ``dtype``, which ``create_model`` passes): a model built on the meta device takes the tensors
 themselves (``load_tensors``), so the weights are never in memory twice.
 """
 from __future__ import annotations
@@ -138,12 +138,13 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str, allow_nonfin
 
 
 def load_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], device: torch.device | str | None = None,
-                 copy: bool = True) -> None:
+                 dtype: torch.dtype | None = None, copy: bool = True) -> None:
     """Put ``tensors`` (names of ``model``'s state dict, already checked) into ``model``: the one assignment of
     weights into a model, for a whole checkpoint and for each shard of a sharded one.
 
-    Where the model's tensor is on the meta device, a tensor in its dtype on ``device`` (default: torch's
-    default device, CPU unless set) takes its place (``load_state_dict(assign=True)``): with ``copy=False`` the
+    Where the model's tensor is on the meta device, a tensor on ``device`` (default: torch's default device, CPU
+    unless set) in ``dtype`` (floating tensors; default, and for the others: the dtype the model was built with)
+    takes its place (``load_state_dict(assign=True)``): with ``copy=False`` the
     given tensor itself when it already is one, contiguous and aligned as torch allocates (pass it only for
     tensors that own their memory, as ``torch.load`` gives them; safetensors maps its tensors from the file,
     and a parameter must not live in a file mapping), else a copy. A real tensor of the model is copied
@@ -151,7 +152,9 @@ def load_tensors(model: nn.Module, tensors: Mapping[str, torch.Tensor], device: 
     """
     device = torch.get_default_device() if device is None else torch.device(device)
     own = model.state_dict(keep_vars=True)
-    assign = {k: _placed(v, device, own[k].dtype, copy) for k, v in tensors.items() if own[k].is_meta}
+    def dtype_of(k: str) -> torch.dtype:
+        return dtype if dtype is not None and own[k].is_floating_point() else own[k].dtype
+    assign = {k: _placed(v, device, dtype_of(k), copy) for k, v in tensors.items() if own[k].is_meta}
     into = {k: v for k, v in tensors.items() if not own[k].is_meta}
     for part, by_assignment in ((assign, True), (into, False)):
         if part:
@@ -174,7 +177,7 @@ def _placed(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype, copy
     return out.contiguous()
 
 
-def _load_shards(model: nn.Module, checkpoint: Checkpoint, fit, allow_nonfinite: bool, device) -> None:
+def _load_shards(model: nn.Module, checkpoint: Checkpoint, fit, allow_nonfinite: bool, device, dtype) -> None:
     """Read a sharded checkpoint into ``model`` one shard at a time: each shard is read and verified by the one
     reader (``regzoo.zoo.reading.read_verified``), converted along with the rest of the checkpoint's names (a
     layout may need them all: HF's X vs Y blocks), checked for NaN/Inf, fitted by ``fit`` and loaded."""
@@ -188,14 +191,14 @@ def _load_shards(model: nn.Module, checkpoint: Checkpoint, fit, allow_nonfinite:
                 raise CheckpointError(f'{shard}: {e}') from e
             part = {k: v for k, v in converted.items() if not v.is_meta}
             check_finite(part, str(shard), allow_nonfinite)
-            load_tensors(model, fit(part), device, copy=False)  # read_verified's tensors own their memory
+            load_tensors(model, fit(part), device, dtype, copy=False)  # read_verified's tensors own their memory
             del tensors, converted, part  # this shard's data goes before the next one is read
     except ShardError as e:
         raise shard_error(e) from e
 
 
 def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: bool = False,
-                     device: torch.device | str | None = None) -> None:
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
     """Load ``checkpoint`` into ``model`` strictly, after fitting the classifier and first conv.
 
     A classifier of another size is left out and re-initialised deterministically (``init_classifier``);
@@ -203,8 +206,9 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: 
     NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``).
     The file's bytes are verified first (``Checkpoint.verify``).
 
-    A model built on the meta device takes the checkpoint's tensors themselves, cast to its dtype and put on
-    ``device`` (default: torch's default device, CPU unless set), so the weights are never in memory twice.
+    A model built on the meta device takes the checkpoint's tensors themselves, put on ``device`` (default:
+    torch's default device, CPU unless set) and cast to ``dtype`` (default: the dtype the model was built in),
+    so the weights are never in memory twice.
     A sharded checkpoint (its tensors are meta tensors: ``read_checkpoint`` of an ``*.index.json``) is checked
     whole against the model first, then read, converted, checked for NaN/Inf and loaded one shard at a time.
     """
@@ -245,10 +249,10 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: 
     own_head = {k: model_sd[k] for k in head_keys if new_head and k in model_sd}
     _check_fits(model, checkpoint, {**state_dict, **own_head})
     if sharded:
-        _load_shards(model, checkpoint, fit, allow_nonfinite, device)
+        _load_shards(model, checkpoint, fit, allow_nonfinite, device, dtype)
     elif any(v.is_meta for v in model_sd.values()):
         # torch.load's tensors own their memory and may become the parameters; safetensors' live in its mapping
-        load_tensors(model, state_dict, device, copy=not checkpoint.path.endswith(TORCH_SUFFIXES))
+        load_tensors(model, state_dict, device, dtype, copy=not checkpoint.path.endswith(TORCH_SUFFIXES))
     else:
         model.load_state_dict({**state_dict, **own_head}, strict=True)
     if new_head and model_classes:

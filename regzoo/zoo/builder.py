@@ -240,11 +240,11 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     model.arch = arch  # the registered name, also when built through an alias
     target = torch.get_default_device() if device is None else device
     # find -> read + verify -> convert -> fit + apply (docs/design.md): the pretrained weight, then (as timm)
-    # a checkpoint_path over it; each takes its place on ``target`` in the model's dtype
+    # a checkpoint_path over it; each takes its place on ``target`` in ``dtype``
     found = [fetch_pretrained(pretrained_cfg, cache_dir)] if pretrained else []
     weights = [read_checkpoint(path, source_format, defer_verification=True) for path, source_format in found]
     for loaded in weights + ([checkpoint] if checkpoint is not None else []):
-        apply_checkpoint(model, loaded, allow_nonfinite, device=target)
+        apply_checkpoint(model, loaded, allow_nonfinite, device=target, dtype=dtype)
         _LOGGER.info('%s: loaded %s (%s layout)', arch, loaded.path, loaded.source_format)
     if on_meta and not loads and target.type != 'meta':
         _initialise(model, target)

@@ -142,14 +142,16 @@ def read_checkpoint(path: str | os.PathLike, source_format: str | None = None,
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, source_format: str | None = None,
-                    allow_nonfinite: bool = False, device: torch.device | str | None = None) -> Checkpoint:
+                    allow_nonfinite: bool = False, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> Checkpoint:
     """Load a local weights file or saved directory (any supported layout) into ``model``.
 
     ``allow_nonfinite``: load weights holding NaN/Inf with a warning instead of a ``CheckpointError``.
-    ``device``: where a model built on the meta device gets its weights (``apply_checkpoint``).
+    ``device`` / ``dtype``: where and in what precision a model built on the meta device gets its weights
+    (``apply_checkpoint``).
     """
     checkpoint = read_checkpoint(path, source_format)
-    apply_checkpoint(model, checkpoint, allow_nonfinite, device)
+    apply_checkpoint(model, checkpoint, allow_nonfinite, device, dtype)
     _LOGGER.info('%s: loaded %s (%s layout)', arch_name(model), checkpoint.path, checkpoint.source_format)
     return checkpoint
 
