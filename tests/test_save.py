@@ -37,7 +37,8 @@ def _ours(arch: str, **kwargs) -> regzoo.RegNet:
 def test_hf_round_trip(arch, kwargs, tmp_path):
     model = _ours(arch, **kwargs)
     out = regzoo.save_pretrained(model, tmp_path / 'hf', format='hf')
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # nothing pickled
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
+                                                'preprocessor_config.json']  # nothing pickled
     ref = transformers.RegNetForImageClassification.from_pretrained(out).eval()
     x = _input()[:, :model.in_chans]
     with torch.no_grad():

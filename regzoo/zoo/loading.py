@@ -28,6 +28,7 @@ from regzoo.models.layers import init_classifier
 from regzoo.utils.checksum import DIGEST_KEY, bad_zip_record, failed_groups
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import to_regzoo
+from regzoo.zoo.hf_processor import read_processor, with_processor
 from regzoo.zoo.pretrained import TIMM_CFG_KEYS, PretrainedCfg
 from regzoo.zoo.sharded import (
     BIN_INDEX,
@@ -111,12 +112,14 @@ class Checkpoint:
         """The eval settings a saved config.json carries (fields we do not know are dropped).
 
         timm's config has a ``pretrained_cfg``; HF's says only the input channels and the head size,
-        and its labels are names, not a label set we know: the rest are the defaults.
+        and its labels are names, not a label set we know; the eval transform is its folder's
+        ``preprocessor_config.json`` (``regzoo.zoo.hf_processor``), else the defaults.
         """
         if self.config.get('model_type') == 'regnet':
-            return with_label_names(PretrainedCfg(
+            return with_processor(with_label_names(PretrainedCfg(
                 arch, '', num_classes=self.num_classes(), label_set=None,
-                input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:])), self.config)
+                input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:])), self.config),
+                read_processor(Path(self.path).parent))  # its preprocessor_config.json: the eval transform
         saved = self.config.get('pretrained_cfg') if self.arch else None
         if not saved:
             return None
