@@ -260,3 +260,16 @@ def test_processor_pixels_equal_regzoos_where_expressible(overlay):
         return (long - crop.input_size[1]) % 2 == 0
     largest, mean = _pixel_diff(overlay, [i for i in rng_images if even_margin(i)])
     assert largest <= 3 and mean <= 0.1, (largest, mean)
+
+
+@pytest.mark.parametrize('fields, why', [
+    (dict(crop_pct='wide'), 'could not convert'),
+    (dict(image_std=[0.5, 0.5]), 'std'),
+    (dict(image_std=[0.0, 0.5, 0.5]), 'std must be positive'),
+])
+def test_a_broken_processor_file_is_named(fields, why, hf_dir, tmp_path):
+    for p in hf_dir.iterdir():
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    (tmp_path / PROCESSOR_NAME).write_text(json.dumps(_processor(size={'shortest_edge': 200}, **fields)))
+    with pytest.raises(ValueError, match=rf'{PROCESSOR_NAME}: .*{why}.*fix the file or delete it'):
+        regzoo.create_model('regnetx_002', checkpoint_path=tmp_path)

@@ -85,7 +85,7 @@ def cfg_fields_from_processor(config: Mapping, in_chans: int = 3) -> dict:
     if config.get('do_resize', True) and isinstance(edge, int) and edge > 0:
         warp = edge >= WARP_SIZE
         fields.update(input_size=(in_chans, edge, edge), test_input_size=None, test_crop_pct=None,
-                      crop_pct=1.0 if warp else float(config.get('crop_pct', 224 / 256)),
+                      crop_pct=1.0 if warp else float(config.get('crop_pct') or 224 / 256),
                       crop_mode='squash' if warp else 'center')
     if (resample := config.get('resample', RESAMPLE['bicubic'])) in _INTERPOLATION:
         fields['interpolation'] = _INTERPOLATION[resample]
@@ -113,8 +113,16 @@ def read_processor(folder: str | os.PathLike) -> dict | None:
     return config if isinstance(config, dict) else None
 
 
-def with_processor(cfg, processor: Mapping | None):
-    """``cfg`` (a ``PretrainedCfg``) with the eval transform ``processor`` (a preprocessor_config dict) says."""
+def with_processor(cfg, processor: Mapping | None, where: str | os.PathLike = PROCESSOR_NAME):
+    """``cfg`` (a ``PretrainedCfg``) with the eval transform ``processor`` (a preprocessor_config dict) says.
+
+    Values that make no eval transform raise a one-line ``ValueError`` naming ``where`` (the file)."""
     if not processor:
         return cfg
-    return cfg.replace(**cfg_fields_from_processor(processor, cfg.input_size[0]))
+    try:
+        out = cfg.replace(**cfg_fields_from_processor(processor, cfg.input_size[0]))
+        resolve_data_config(pretrained_cfg=out)  # checks every field
+    except (TypeError, ValueError) as e:
+        raise ValueError(f'{where}: {e}; fix the file or delete it (regzoo then uses its default eval '
+                         'transform)') from None
+    return out

@@ -77,8 +77,8 @@ def resolve_hub_name(name: str, pretrained: bool = False, cache_dir: str | os.Pa
         return _timm_repo(name, repo, config)
     if config.get('model_type') == 'regnet':
         hub = _hf_config_repo(name, repo, config)  # its eval transform: its preprocessor_config.json, if any
-        return dataclasses.replace(hub, pretrained_cfg=with_processor(hub.pretrained_cfg,
-                                                                      read_repo_processor(name, repo, cache_dir)))
+        return dataclasses.replace(hub, pretrained_cfg=with_processor(
+            hub.pretrained_cfg, read_repo_processor(name, repo, cache_dir), f'{repo}/{PROCESSOR_NAME}'))
     raise ValueError(f"{name}: its config.json is neither timm's (no 'architecture') nor an HF transformers RegNet's "
                      f"(model_type {config.get('model_type')!r}, not 'regnet')")
 

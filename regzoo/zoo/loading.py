@@ -28,7 +28,7 @@ from regzoo.models.layers import init_classifier
 from regzoo.utils.checksum import DIGEST_KEY, bad_zip_record, failed_groups
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import to_regzoo
-from regzoo.zoo.hf_processor import read_processor, with_processor
+from regzoo.zoo.hf_processor import PROCESSOR_NAME, read_processor, with_processor
 from regzoo.zoo.pretrained import TIMM_CFG_KEYS, PretrainedCfg
 from regzoo.zoo.sharded import (
     BIN_INDEX,
@@ -119,7 +119,7 @@ class Checkpoint:
             return with_processor(with_label_names(PretrainedCfg(
                 arch, '', num_classes=self.num_classes(), label_set=None,
                 input_size=(self.config.get('num_channels', 3), *PretrainedCfg.input_size[1:])), self.config),
-                read_processor(Path(self.path).parent))  # its preprocessor_config.json: the eval transform
+                read_processor(Path(self.path).parent), Path(self.path).parent / PROCESSOR_NAME)  # eval transform
         saved = self.config.get('pretrained_cfg') if self.arch else None
         if not saved:
             return None
