@@ -11,7 +11,9 @@ and how far HF's ``ConvNextImageProcessor`` is from regzoo's eval transform for 
 2. Processor vs regzoo. For each eval setting in ``SETTINGS`` (the default, a 288 px full crop, bilinear, and the
    settings the processor cannot say: 384 px with a crop, squash, a non-square input), the processor written for
    it and regzoo's transform preprocess the same images: max and mean |difference| in 0-255 grey levels, and the
-   top-1 agreement of the model on the two (a shape mismatch has no pixel difference).
+   top-1 agreement of the model on the two (a shape mismatch has no pixel difference); on the first
+   ``--measure-limit`` images, then on generated ones of varied sizes and aspect ratios (where the crop's
+   centring and the warp show: CIFAR's photos are all 32 x 32).
 
     tar xzf cifar10-12k.tar.gz -C /tmp/cifar    # train/CLASS/*.jpg, val/CLASS/*.jpg (32 x 32 photos)
     python benchmarks/hf_pipeline_agreement.py --train /tmp/cifar/train --images /tmp/cifar/val --limit 500
@@ -146,7 +148,8 @@ def main(argv=None) -> int:
                         '(default: --images)')
     parser.add_argument('--arch', default='regnetx_002')
     parser.add_argument('--fit-per-class', type=int, default=100)
-    parser.add_argument('--limit', type=int, default=500)
+    parser.add_argument('--limit', type=int, default=500, help='images for the agreement (part 1)')
+    parser.add_argument('--measure-limit', type=int, default=200, help='of those, images for part 2 (0: skip it)')
     parser.add_argument('--json', type=Path, help='also write the results here')
     args = parser.parse_args(argv)
     if args.images is not None:
@@ -166,18 +169,24 @@ def main(argv=None) -> int:
         else:
             folder, made = args.folder, f'{args.folder}'
             model = regzoo.create_model(_arch(folder), checkpoint_path=folder).eval()
-        result = dict(model=made, pipeline_vs_predict=agreement(folder, images, labels),
-                      processor_vs_regzoo=processor_vs_regzoo(model, images))
+        result = dict(model=made, pipeline_vs_predict=agreement(folder, images, labels), processor_vs_regzoo={})
+        if args.measure_limit > 0:
+            generated = synthetic_images(args.measure_limit, size=(100, 400), num_classes=10, seed=1)[0]
+            result['processor_vs_regzoo'] = {
+                'the images': processor_vs_regzoo(model, images[:args.measure_limit]),
+                'generated, varied sizes': processor_vs_regzoo(model, generated)}
     a = result['pipeline_vs_predict']
     print(f'model: {made}')
     print(f'pipeline vs regzoo.predict on {a["images"]} images: top-1 label agreement {a["agreement"]:.2%} '
           f'({a["distinct_predictions"]} distinct predictions; most common {a["most_common"]})'
           + (f'; top-1 accuracy regzoo {a["regzoo_top1"]:.2%}, pipeline {a["pipeline_top1"]:.2%}'
              if 'regzoo_top1' in a else ''))
-    print(f'\n{"eval setting":34} {"max |Δ|":>8} {"mean |Δ|":>9} {"top-1 agree":>11}  what the processor cannot say')
-    for row in result['processor_vs_regzoo']:
-        print(f'{row["setting"]:34} {row["max_diff"]:8.1f} {row["mean_diff"]:9.3f} {row["top1_agreement"]:11.2%}  '
-              f'{row["inexact"]}')
+    for which, rows in result['processor_vs_regzoo'].items():
+        print(f'\nprocessor vs regzoo transform, {which} (|Δ| in 0-255 grey levels):')
+        print(f'{"eval setting":34} {"max |Δ|":>8} {"mean |Δ|":>9} {"top-1 agree":>11}  what the processor cannot say')
+        for row in rows:
+            print(f'{row["setting"]:34} {row["max_diff"]:8.1f} {row["mean_diff"]:9.3f} {row["top1_agreement"]:11.2%}  '
+                  f'{row["inexact"]}')
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + '\n')
     return 0
