@@ -37,7 +37,8 @@ def _ours(arch: str, **kwargs) -> regzoo.RegNet:
 def test_hf_round_trip(arch, kwargs, tmp_path):
     model = _ours(arch, **kwargs)
     out = regzoo.save_pretrained(model, tmp_path / 'hf', format='hf')
-    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors']  # nothing pickled
+    assert sorted(p.name for p in out.iterdir()) == ['README.md', 'config.json', 'model.safetensors',
+                                                'preprocessor_config.json']  # nothing pickled
     ref = transformers.RegNetForImageClassification.from_pretrained(out).eval()
     x = _input()[:, :model.in_chans]
     with torch.no_grad():
@@ -187,3 +188,21 @@ def test_user_registered_arch_saves_and_reloads(tmp_path):
             assert torch.equal(model(x), reloaded(x))
     finally:
         REGISTRY.unregister('test_save_user_arch')
+
+
+@pytest.mark.parametrize('format', ['hf', 'timm'])
+def test_class_names_survive_a_save(format, tmp_path):
+    """issue 23: the issue's own model predicts 'cat'..., and so does its saved folder reloaded (was LABEL_0...)."""
+    model = _ours('regnetx_002', num_classes=3, pretrained_cfg_overlay=dict(label_names=['cat', 'dog', 'fox']))
+    out = regzoo.save_pretrained(model, tmp_path, format=format)
+    config = json.loads((out / 'config.json').read_text())
+    if format == 'hf':
+        assert config['id2label'] == {'0': 'cat', '1': 'dog', '2': 'fox'}
+        assert transformers.RegNetConfig.from_pretrained(out).label2id == {'cat': 0, 'dog': 1, 'fox': 2}
+    else:
+        assert config['label_names'] == ['cat', 'dog', 'fox']
+    again = regzoo.create_model('regnetx_002', checkpoint_path=out).eval()
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    assert [p.label for p in regzoo.predict(again, image, topk=3)[0]] == \
+        [p.label for p in regzoo.predict(model, image, topk=3)[0]]
+    assert {p.label for p in regzoo.predict(again, image, topk=3)[0]} == {'cat', 'dog', 'fox'}

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import torch.nn as nn
 
+from regzoo.data.transforms import resolve_data_config
 from regzoo.utils.files import atomic_write
 from regzoo.zoo.applying import adapt_input_cfg
 from regzoo.zoo.builder import arch_cfg
+from regzoo.zoo.hf_processor import processor_config, with_processor
 from regzoo.zoo.layout import SAFETENSORS_INDEX
 from regzoo.zoo.pretrained import REGNET_PAPER, WEIGHTS, PretrainedCfg
 from regzoo.zoo.registry import REGISTRY
@@ -41,9 +43,6 @@ _TIMM_REPO = 'https://github.com/huggingface/pytorch-image-models'
 # license ids the Hub knows; any other (SEER's own license) is declared as `other` with its name and a link
 _HUB_LICENSES = frozenset({'apache-2.0', 'mit', 'bsd-3-clause', 'cc-by-4.0', 'cc-by-nc-4.0', 'cc-by-sa-4.0'})
 _DEFAULT_LICENSE = 'apache-2.0'  # regzoo's own, for weights of no known origin
-# the eval transform's fields: timm's config.json keeps them, HF's does not (the card's code then passes them)
-_EVAL_FIELDS = ('input_size', 'test_input_size', 'crop_pct', 'test_crop_pct', 'crop_mode', 'interpolation', 'mean',
-                'std')
 _DATASET_NAMES = {'imagenet-1k': 'ImageNet-1k', 'imagenet-12k': 'ImageNet-12k', 'imagenet-22k': 'ImageNet-22k'}
 # pretraining named by a tag token (timm's tag convention: `sw_in12k_ft_in1k`, `seer_ft_in1k`, `swag_lc_in1k`)
 _PRETRAINING = {'in12k': 'ImageNet-12k', 'seer': '1B uncurated Instagram images, self-supervised (SEER)',
@@ -263,19 +262,22 @@ def _create(facts: CardFacts, repo_id: str | None, folder: str | None, extra: st
 
 
 def _eval_overlay(facts: CardFacts, format: str) -> dict:
-    """The eval settings a load of the saved files would miss: HF's config.json keeps none, so those that differ
-    from regzoo's defaults go into the card's code (``pretrained_cfg_overlay``); timm's config.json keeps all."""
+    """The eval settings a load of the saved files would miss, for the card's code (``pretrained_cfg_overlay``):
+    timm's config.json keeps all; HF's preprocessor_config.json those its processor can say (``hf_processor``),
+    so the resolved fields that differ after a round trip through it go into the code."""
     if format != 'hf':
         return {}
-    base = adapt_input_cfg(PretrainedCfg(facts.cfg.arch, ''), facts.in_chans)
-    return {f: getattr(facts.cfg, f) for f in _EVAL_FIELDS if getattr(facts.cfg, f) != getattr(base, f)}
+    own = resolve_data_config(pretrained_cfg=facts.cfg)
+    reloaded = resolve_data_config(pretrained_cfg=with_processor(
+        adapt_input_cfg(PretrainedCfg(facts.cfg.arch, ''), facts.in_chans), processor_config(facts.cfg)))
+    return {f: own[f] for f in own.keys() if own[f] != reloaded[f]}
 
 
 def _usage(facts: CardFacts, repo_id: str | None, folder: str | None, format: str, sharded: bool) -> list[str]:
     overlay = _eval_overlay(facts, format)
     header = [f'MODEL = {"hf-hub:" + repo_id!r}'] if repo_id else []
     if overlay:
-        header += ["# HF's config.json keeps no eval transform: these weights' own (regzoo's defaults otherwise)",
+        header += ["# what HF's preprocessor_config.json cannot say of these weights' eval transform",
                    f'EVAL = {overlay!r}']
     header += [''] if header else []
     eval_arg = ', pretrained_cfg_overlay=EVAL' if overlay else ''
@@ -320,6 +322,9 @@ def _usage(facts: CardFacts, repo_id: str | None, folder: str | None, format: st
     if format == 'hf':
         where = repo_id or folder or 'path/to/this/folder'
         lines += ['### HF transformers', '', '```python', 'import transformers', '',
+                  "# preprocessor_config.json holds the weights' eval transform: pipelines apply it",
+                  f"classifier = transformers.pipeline('image-classification', model={where!r})",
+                  f'predictions = classifier({IMAGE!r})  # [{{"label": ..., "score": ...}}, ...]',
                   f'model = transformers.RegNetForImageClassification.from_pretrained({where!r})', '```', '']
     elif _library(facts, format, sharded) == 'timm':
         where = f'hf-hub:{repo_id}' if repo_id else f'local-dir:{folder or "path/to/this/folder"}'

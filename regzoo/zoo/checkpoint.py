@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 import torch
 
-from regzoo.zoo.config import config_arch, config_label_names, config_model_args, config_pretrained_cfg
+from regzoo.zoo.config import config_arch, config_label_names, config_model_args, config_pretrained_cfg, is_hf_config
+from regzoo.zoo.hf_processor import PROCESSOR_NAME, read_processor, with_processor
 from regzoo.zoo.pretrained_cfg import PretrainedCfg
 from regzoo.zoo.reading import Wait
 
@@ -55,5 +57,10 @@ class Checkpoint:
         return None if weight is None or weight.ndim != 4 else weight.shape[1]
 
     def pretrained_cfg(self, arch: str) -> PretrainedCfg | None:
-        """The eval settings its config.json carries (``regzoo.zoo.config.config_pretrained_cfg``)."""
-        return config_pretrained_cfg(self.config, arch, self.num_classes())
+        """The eval settings its config.json carries (``regzoo.zoo.config.config_pretrained_cfg``); an HF folder's
+        eval transform is its ``preprocessor_config.json`` (``regzoo.zoo.hf_processor``), else the defaults."""
+        cfg = config_pretrained_cfg(self.config, arch, self.num_classes())
+        if is_hf_config(self.config):
+            folder = Path(self.path).parent
+            cfg = with_processor(cfg, read_processor(folder), folder / PROCESSOR_NAME)
+        return cfg

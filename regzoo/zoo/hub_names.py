@@ -10,7 +10,8 @@ Three kinds of repo:
   architecture, ``num_classes``, ``pretrained_cfg`` and ``model_args`` of its config.json, then its weights.
 * ``hf-hub:ORG/REPO`` in HF transformers' layout (``model_type: regnet``) not in the table: the registered arch
   whose stages equal the config's, else a net built from the config's explicit stages (``hidden_sizes``,
-  ``depths``, ``groups_width``, ``layer_type``, ``embedding_size``, ``hidden_act``).
+  ``depths``, ``groups_width``, ``layer_type``, ``embedding_size``, ``hidden_act``); its eval transform is its
+  ``preprocessor_config.json``'s when it has one (``regzoo.zoo.hf_processor``).
 
 config.json comes from the HF cache when it is there; otherwise, as weights do (``regzoo.zoo.fetch``): never
 with ``HF_HUB_OFFLINE`` set, else after one quick connection probe, downloaded. ``ORG/REPO@revision`` is not
@@ -18,6 +19,7 @@ supported: the cache is read at its ``main`` ref.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
 from regzoo.zoo.config import config_model_args, config_pretrained_cfg, read_config, with_label_names
 from regzoo.zoo.fetch import WeightsUnavailableError, fetch_pretrained, hub_cache, hub_offline
+from regzoo.zoo.hf_processor import PROCESSOR_NAME, read_processor, with_processor
 from regzoo.zoo.hf_repos import HF_REPOS, HUB_PREFIX, hf_repo_cfg, hf_repo_of
 from regzoo.zoo.layout import CONFIG_NAME
 from regzoo.zoo.pretrained import PretrainedCfg
@@ -74,7 +77,9 @@ def resolve_hub_name(name: str, pretrained: bool = False, cache_dir: str | os.Pa
     if config.get('architecture'):
         return _timm_repo(name, repo, config)
     if config.get('model_type') == 'regnet':
-        return _hf_config_repo(name, repo, config)
+        hub = _hf_config_repo(name, repo, config)  # its eval transform: its preprocessor_config.json, if any
+        return dataclasses.replace(hub, pretrained_cfg=with_processor(
+            hub.pretrained_cfg, read_repo_processor(name, repo, cache_dir), f'{repo}/{PROCESSOR_NAME}'))
     raise ValueError(f"{name}: its config.json is neither timm's (no 'architecture') nor an HF transformers RegNet's "
                      f"(model_type {config.get('model_type')!r}, not 'regnet')")
 
@@ -90,6 +95,15 @@ def read_repo_config(name: str, repo: str, cache_dir: str | os.PathLike | None =
             f'{name}: {repo}/{CONFIG_NAME} is not in the HF cache {hub_cache(cache_dir)} {why}; run '
             f'`hf download {repo}` on a machine with network and copy its cache there') from e
     return read_config(Path(path))
+
+
+def read_repo_processor(name: str, repo: str, cache_dir: str | os.PathLike | None = None) -> dict | None:
+    """A hub repo's ``preprocessor_config.json`` (optional) from the HF cache, else downloaded; None without one."""
+    probe = PretrainedCfg(name, PROCESSOR_NAME, hf_hub_id=repo, hf_hub_filename=PROCESSOR_NAME, label_set=None)
+    try:
+        return read_processor(fetch_pretrained(probe, cache_dir)[0].parent)
+    except WeightsUnavailableError:
+        return None
 
 
 def _hf_transformers_repo(name: str, repo: str, pretrained: bool, cache_dir) -> HubModel:

@@ -1,11 +1,16 @@
 """Write a model as a directory another library loads: HF transformers or timm's hub layout.
 
-Both write ``model.safetensors`` + ``config.json`` only: nothing pickled, so loading them never runs code.
+Both write ``model.safetensors`` + ``config.json`` (+ ``preprocessor_config.json`` for 'hf'): nothing pickled,
+so loading them never runs code. Both keep the classifier's class names when the model's pretrained cfg has
+names for its classes (``label_names`` fitting the head): HF's ``id2label``/``label2id`` (the human-readable
+descriptions, as transformers' ImageNet repos), timm's top-level ``label_names`` (+ ``label_descriptions``).
 Weights above ``max_shard_size`` (default 5GB, as transformers) are written as HF writes them: shards
 ``model-0000k-of-0000n.safetensors`` + ``model.safetensors.index.json`` (``regzoo.zoo.sharded``), which
 transformers and ``create_model(checkpoint_path=out_dir)`` read back (the latter shard by shard).
 
-* ``format='hf'``: ``transformers.RegNetForImageClassification.from_pretrained(out_dir)`` loads it.
+* ``format='hf'``: ``transformers.RegNetForImageClassification.from_pretrained(out_dir)`` loads it, and
+  ``pipeline('image-classification', model=out_dir)`` / ``AutoImageProcessor`` use the weight's own eval transform
+  from ``preprocessor_config.json`` (``regzoo.zoo.hf_processor``: where HF's processor cannot say it exactly).
   Only architectures HF's ``RegNetConfig`` can express (plain RegNetX/Y at output stride 32);
   anything else raises, naming the features HF lacks.
 * ``format='timm'``: our keys are timm's; ``config.json`` is timm's hub config
@@ -31,6 +36,7 @@ from regzoo.zoo.builder import arch_cfg
 from regzoo.zoo.card import model_card, write_model_card
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.convert import hf
+from regzoo.zoo.hf_processor import PROCESSOR_NAME, processor_config
 from regzoo.zoo.layout import CONFIG_NAME
 from regzoo.zoo.pretrained import PretrainedCfg
 from regzoo.zoo.registry import REGISTRY
@@ -66,9 +72,11 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
                         'for a features_only model save the model it wraps')
     parse_size(max_shard_size)  # bad input fails before anything is written
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    processor = None
     if format == 'hf':
-        config = hf.hf_config(model, _label_names(model))
+        config = hf.hf_config(model, class_descriptions(model))
         tensors = hf.from_regzoo(state_dict, se=bool(model.cfg.se_ratio))
+        processor = processor_config(_own_cfg(model))
     else:
         config, tensors = timm_config(model, arch), state_dict
     out = Path(out_dir)
@@ -76,6 +84,8 @@ def save_pretrained(model: nn.Module, out_dir: str | os.PathLike, format: str = 
     # atomically, each file with the integrity digests (xxh3-128) of its tensors so a load finds a damaged one (regzoo.utils.checksum)
     write_weights(out, tensors, max_shard_size)
     write_config(out / CONFIG_NAME, config)
+    if processor is not None:
+        write_config(out / PROCESSOR_NAME, processor)
     if card:
         write_model_card(out, model_card(model, arch, folder=out, format=format))
     return out
@@ -86,11 +96,28 @@ def write_config(path: str | os.PathLike, config: dict) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + '\n'))
 
 
-def _label_names(model: RegNet) -> list[str] | None:
-    """Human-readable class names when the classifier has known classes (HF shows them in pipelines)."""
-    cfg = getattr(model, 'pretrained_cfg', None)
-    descriptions = cfg.label_descriptions if cfg is not None and cfg.num_classes == model.num_classes else None
-    return list(descriptions.values()) if descriptions and len(descriptions) == model.num_classes else None
+def _own_cfg(model: RegNet) -> PretrainedCfg:
+    """The model's pretrained cfg (its eval settings and labels), or regzoo's defaults for its input channels."""
+    cfg = getattr(model, 'pretrained_cfg', None) or PretrainedCfg(getattr(model, 'arch', '') or '', '')
+    return adapt_input_cfg(cfg, model.in_chans)
+
+
+def class_names(model: RegNet, cfg: PretrainedCfg | None = None) -> tuple[str, ...] | None:
+    """The class ids of ``model``'s classifier in index order: its cfg's ``label_names`` when there are as many as
+    the head has classes (as ``regzoo.predict`` reads them), else None."""
+    cfg = cfg or getattr(model, 'pretrained_cfg', None)
+    names = cfg.label_names if cfg is not None and model.num_classes else None
+    return tuple(names) if names is not None and len(names) == model.num_classes else None
+
+
+def class_descriptions(model: RegNet, cfg: PretrainedCfg | None = None) -> list[str] | None:
+    """Human-readable class names, in classifier order (HF's ``id2label``, what pipelines show); None when unknown."""
+    cfg = cfg or getattr(model, 'pretrained_cfg', None)
+    names = class_names(model, cfg)
+    if names is None:
+        return None
+    descriptions = cfg.label_descriptions or {}
+    return [descriptions.get(name, name) for name in names]
 
 
 def _resolve_arch(model: RegNet, arch: str | None) -> str:
@@ -131,10 +158,13 @@ def timm_config(model: RegNet, arch: str | None = None, pretrained_cfg: Pretrain
 
     pretrained = pretrained_cfg or getattr(model, 'pretrained_cfg', None) or PretrainedCfg(arch=arch, tag='')
     changes = dict.fromkeys(_LOCATION_FIELDS)
+    names = class_names(model, pretrained)
     if pretrained.num_classes != model.num_classes:
-        # another head is not that weight any more: not its tag, its label order or its published numbers
-        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes, tag='', label_set=None,
-                       class_names=None)
+        # another head is not that weight any more: not its tag or its published numbers, and its label order
+        # only when the cfg names the new head's classes (pretrained_cfg_overlay=dict(label_names=...))
+        changes.update(dict.fromkeys(_METRIC_FIELDS), num_classes=model.num_classes, tag='')
+        if names is None:
+            changes.update(label_set=None, class_names=None)
     changes.update(source_format='timm')
     pretrained = adapt_input_cfg(pretrained.replace(**changes), model.in_chans)
     # timm's keys only, so timm reads the file too; the label names go to the top level, as timm writes them
@@ -142,11 +172,14 @@ def timm_config(model: RegNet, arch: str | None = None, pretrained_cfg: Pretrain
                       if k not in ('label_names', 'label_descriptions')}
     config = dict(architecture=arch, num_classes=model.num_classes, num_features=model.num_features,
                   pretrained_cfg=pretrained_cfg)
-    label_names = label_names if label_names is not None else pretrained.label_names
     if label_names is not None:
         if len(label_names) != model.num_classes:
             raise ValueError(f'{len(label_names)} label names for a {model.num_classes}-class classifier')
         config['label_names'] = list(label_names)
+    elif names is not None:
+        config['label_names'] = list(names)
+        if pretrained.label_set is not None:  # real descriptions (a set's); a fine-tune's names are their own
+            config['label_descriptions'] = pretrained.label_descriptions
     if model_args:
         config['model_args'] = model_args
     return config
