@@ -40,8 +40,10 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def trained_run(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('runs')
+    # stepped per epoch (a 1-epoch warmup is stepped per update by default: tests/test_train_start.py)
     code = main(['--data-dir', str(data_dir), *TINY, '--epochs', '3', '-b', '16', '--opt', 'sgd', '--lr', '0.2',
-                 '--warmup-epochs', '1', '--warmup-factor', '0.1', '--output', str(out), '--experiment', 'run'])
+                 '--warmup-epochs', '1', '--warmup-factor', '0.1', '--no-sched-on-updates', '--output', str(out),
+                 '--experiment', 'run'])
     assert code == 0
     return out / 'run'
 
