@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.training.args import TRAIN_DATA_DEFAULTS
+from regzoo.training.config import RunConfig
 from regzoo.training.errors import TrainingInputError, UnreadableImageError
 
 if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
@@ -82,19 +83,19 @@ def run_data_config(args: argparse.Namespace, start_cfg, in_chans: int) -> tuple
     return train.input_size[1:], evaluation
 
 
-def train_transform(args: argparse.Namespace):
+def train_transform(cfg: RunConfig):
     """timm's train transform at the run's train size, with its eval interpolation and normalization."""
-    from timm.data import create_transform
+    from timm.data import create_transform as timm_create_transform
     from torchvision.transforms import Normalize
 
-    data = args.data_config
-    tf = create_transform(
-        tuple(args.train_size), is_training=True, scale=tuple(args.scale), hflip=args.hflip,
-        color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=data['interpolation'],
-        mean=tuple(data['mean']), std=tuple(data['std']), re_prob=args.reprob)
-    if args.pca_lighting:
+    data = cfg.data_config
+    tf = timm_create_transform(
+        tuple(cfg.train_size), is_training=True, scale=tuple(cfg.scale), hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter or None, auto_augment=cfg.aa, interpolation=data['interpolation'],
+        mean=tuple(data['mean']), std=tuple(data['std']), re_prob=cfg.reprob)
+    if cfg.pca_lighting:
         at = next(i for i, t in enumerate(tf.transforms) if isinstance(t, Normalize)) + 1
-        tf.transforms.insert(at, PcaLighting(args.pca_lighting))
+        tf.transforms.insert(at, PcaLighting(cfg.pca_lighting))
     return tf
 
 
@@ -207,10 +208,10 @@ def train_sampler(train: ImageFolder, args: argparse.Namespace, rank: int) -> Gl
     return GlobalBatchSampler(len(train), args.batch_size, args.world_size, rank, args.grad_accum_steps, args.seed)
 
 
-def train_loader(train: ImageFolder, args: argparse.Namespace, sampler: GlobalBatchSampler) -> DataLoader:
+def train_loader(train: ImageFolder, cfg: RunConfig, sampler: GlobalBatchSampler) -> DataLoader:
     loader = DataLoader(
-        SeededTransformDataset(train, train_transform(args)), batch_size=args.batch_size, sampler=sampler,
-        num_workers=args.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
+        SeededTransformDataset(train, train_transform(cfg)), batch_size=cfg.batch_size, sampler=sampler,
+        num_workers=cfg.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
         persistent_workers=False)  # workers re-read the sampler's epoch / start step every epoch
     return loader
 
@@ -246,7 +247,7 @@ def val_indices(val: ImageFolder, world_size: int, rank: int) -> list[int]:
     return list(range(rank, len(val), world_size))
 
 
-def val_loader(val: ImageFolder, cfg, indices: list[int]) -> DataLoader:
+def val_loader(val: ImageFolder, cfg: RunConfig, indices: list[int]) -> DataLoader:
     """The val images ``indices`` (``val_indices`` less any unreadable ones) at the run's eval transform."""
     val.transform = create_transform(cfg.data_config)
     return DataLoader(torch.utils.data.Subset(val, indices), batch_size=cfg.validation_batch_size or cfg.batch_size,
