@@ -105,7 +105,8 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
     skipped: list[SkippedImage] = []
     # a bar on a terminal; log lines (every log_freq batches) otherwise
     progress = Progress(len(loader) if hasattr(loader, '__len__') else None, desc, unit='batch',
-                        enabled=opts.progress, every=opts.log_freq or None, logger=_logger)
+                        enabled=opts.progress, every=opts.log_freq or None, logger=_logger,
+                        interval=float('inf'))  # log_freq 0: no log lines
 
     def readable():
         for images, targets, _, bad in loader:

@@ -165,7 +165,8 @@ def _remove_failed_start(run: Run, made: bool) -> None:
 
 
 def _train(run: Run, position: Position, stop_requested) -> int:
-    cfg, info, parts = run.cfg, run.info, run.parts
+    """Write the run folder, then run the epochs; a failure before the first save removes what it wrote."""
+    info = run.info
     log = logger(info)
     made = write_run_files(run) if info.is_primary else False
     try:
@@ -193,9 +194,10 @@ def _epochs(run: Run, position: Position, stop_requested, log) -> int:
         if result.stopped:
             if info.is_primary:
                 with _saving(run.run_dir / 'last'):
-                    path = save_checkpoint(run.run_dir, 'last', parts.model.state_dict(), _training_state(parts, replace(
-                        position, epoch=epoch, step_in_epoch=result.updates_done, update=result.global_update,
-                        loss_sum=result.loss_sum, images=result.images)))
+                    stopped_at = replace(position, epoch=epoch, step_in_epoch=result.updates_done,
+                                         update=result.global_update, loss_sum=result.loss_sum, images=result.images)
+                    path = save_checkpoint(run.run_dir, 'last', parts.model.state_dict(),
+                                           _training_state(parts, stopped_at))
                 log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
                     f'continue with --resume {path}')
             return 128 + int(stop_requested() or signal.SIGTERM)
