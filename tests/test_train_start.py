@@ -57,9 +57,9 @@ def test_a_corrupt_val_image_is_reported_before_training_and_skipped(tmp_path, c
     bad.write_bytes(b'\x89PNG not really')
     assert main(['--data-dir', str(data), *TINY, '--output', str(tmp_path / 'runs'), '--experiment', 'r']) == 0
     out = capsys.readouterr()
-    warning = [line for line in out.err.splitlines() if line.startswith('train.py: warning: ')]
-    assert len(warning) == 1 and '1 unreadable image(s) in the val split are skipped' in warning[0], out.err
-    assert str(bad) in warning[0]
+    # as validate.py: a line per skipped image, before the first update
+    warning = [line for line in out.err.splitlines() if line.startswith('train.py: skipped unreadable image ')]
+    assert len(warning) == 1 and str(bad) in warning[0] and 'not counted in the accuracy' in warning[0], out.err
     # the accuracy is over the 6 readable images
     rows = list(csv.DictReader((tmp_path / 'runs' / 'r' / 'summary.csv').open()))
     assert len(rows) == 1 and round(float(rows[0]['top1']) * 6 / 100, 6).is_integer()

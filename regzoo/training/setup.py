@@ -46,6 +46,9 @@ from regzoo.utils.files import unwritable_reason
 from regzoo.zoo.pretrained import PretrainedCfg
 
 
+SHOWN_UNREADABLE = 5  # unreadable val images named one per line; the rest are counted
+
+
 @dataclass(frozen=True)
 class Resumed:
     """What ``--resume`` read: the weights file the model is built from and the training state."""
@@ -158,9 +161,12 @@ def _readable_val(val_set, cfg: RunConfig, info: DistInfo) -> list[int]:
     bad = unreadable_images(val_set, mine, cfg.workers)
     total = int(all_reduce_sum([float(len(bad))], info)[0])
     if total and info.is_primary:
-        first = next(iter(bad.values()), 'on another process')
-        warn(f'{total} unreadable image(s) in the val split are skipped and not counted in the accuracy '
-             f'(first: {first.removeprefix("unreadable image ")})')
+        shown = list(bad.values())[:SHOWN_UNREADABLE]
+        for reason in shown:  # 'unreadable image PATH (cause); remove or replace it'
+            print(f'train.py: skipped {reason} (val split: not counted in the accuracy)', file=sys.stderr, flush=True)
+        if total > len(shown):
+            print(f'train.py: skipped unreadable images: {total - len(shown)} more in the val split',
+                  file=sys.stderr, flush=True)
     return [i for i in mine if i not in bad]
 
 
