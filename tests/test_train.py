@@ -40,8 +40,10 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def trained_run(data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp('runs')
+    # stepped per epoch (a 1-epoch warmup is stepped per update by default: tests/test_train_start.py)
     code = main(['--data-dir', str(data_dir), *TINY, '--epochs', '3', '-b', '16', '--opt', 'sgd', '--lr', '0.2',
-                 '--warmup-epochs', '1', '--warmup-factor', '0.1', '--output', str(out), '--experiment', 'run'])
+                 '--warmup-epochs', '1', '--warmup-factor', '0.1', '--no-sched-on-updates', '--output', str(out),
+                 '--experiment', 'run'])
     assert code == 0
     return out / 'run'
 
@@ -338,3 +340,24 @@ def test_unknown_config_key_suggests_the_flag(tmp_path):
     config.write_text('warmup_epoch: 3\n')
     with pytest.raises(TrainingInputError, match=r"unknown key 'warmup_epoch'; did you mean 'warmup_epochs'"):
         parse_args(['--config', str(config)])
+
+
+def test_the_run_config_is_made_once_and_read_only():
+    """issue 20: no step of a run changes its settings; the config reads like the args and saves as plain data."""
+    import dataclasses
+
+    from regzoo.training.config import RunConfig
+    args = resolve_args(parse_args(['--recipe', 'pycls']), world_size=8)
+    cfg = RunConfig.create(args, num_classes=10, train_size=(224, 224), data_config={'mean': [0.5, 0.5, 0.5]})
+    assert (cfg.lr, cfg.global_batch_size, cfg.num_classes, cfg.train_size) == (pytest.approx(0.8), 1024, 10,
+                                                                                 (224, 224))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.lr = 0.1
+    with pytest.raises(TypeError):
+        cfg.data_config['mean'] = (0.0,)
+    with pytest.raises(AttributeError, match="no setting 'lrr'"):
+        cfg.lrr
+    saved = cfg.to_dict()
+    assert saved['train_size'] == [224, 224] and saved['data_config'] == {'mean': [0.5, 0.5, 0.5]}
+    assert yaml.safe_load(yaml.safe_dump(saved)) == saved
+    assert args.num_classes is None and 'train_size' not in vars(args)  # the args are left as they were

@@ -166,7 +166,8 @@ def test_a_failed_save_under_torchrun_stops_every_process(tmp_path):
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
     cli = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', str(REPO / 'train.py'),
-         '--data-dir', str(data), *TINY, '--epochs', '3', '--output', str(tmp_path / 'runs'), '--experiment', 'ddp'],
+         '--data-dir', str(data), *TINY, '--epochs', '3', '--output', str(tmp_path / 'runs'), '--experiment', 'ddp',
+         '--overwrite'],  # the folder holds the staging name's folder
         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert cli.returncode != 0
     assert f'train.py: error: could not save {run_dir / "last"}: ' in cli.stderr, cli.stderr[-3000:]

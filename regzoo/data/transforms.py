@@ -2,8 +2,10 @@
 
 ``resolve_data_config`` merges (in rising priority) timm's defaults, the weight's pretrained cfg
 (its *test* size and crop by default: evaluating at the train size costs up to ~0.8 top-1, timm
-PR #2769), explicit args and keyword overrides into a frozen ``DataConfig``. ``create_transform``
-turns it into timm's own eval transform, so the tensors are timm's for the same cfg.
+PR #2769), explicit args and keyword overrides into a frozen ``DataConfig``: the merge is timm's own
+``timm.data.resolve_data_config``; regzoo adds keyword overrides, a test-size default, a (height, width)
+``img_size``, regzoo's PretrainedCfg and Namespaces as inputs and one-line errors where timm asserts.
+``create_transform`` turns it into timm's own eval transform, so the tensors are timm's for the same cfg.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Any
 from regzoo.utils.names import did_you_mean
 
 # timm.data.IMAGENET_DEFAULT_MEAN/STD (tests/test_layers.py checks they agree); timm itself loads only
-# when a transform is built, so importing this module stays cheap
+# when a config is resolved or a transform built, so importing this module stays cheap
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_CROP_PCT = 0.875
@@ -120,33 +122,31 @@ def resolve_data_config(
     given.update({k: v for k, v in overrides.items() if v is not None})
     if pretrained_cfg is None and model is not None:
         pretrained_cfg = getattr(model, 'pretrained_cfg', None)
-    cfg = _as_dict(pretrained_cfg)
-
-    def from_cfg(key: str, test_key: str):
-        test_value = cfg.get(test_key) if use_test_size else None
-        return test_value if test_value else cfg.get(key)
-
+    cfg = {k: v for k, v in _as_dict(pretrained_cfg).items() if v not in ('', (), [])}
+    # what timm's resolve_data_config does not: a (height, width) img_size, and ValueErrors naming the bad
+    # value where timm asserts
     in_chans = int(given.get('in_chans') or 3)
     if given.get('input_size') is not None:
-        input_size = tuple(int(v) for v in given['input_size'])
-        if len(input_size) != 3:
+        if len(given['input_size']) != 3:
             raise ValueError(f'input_size must be (channels, height, width), got {given["input_size"]}')
+        given['input_size'] = tuple(int(v) for v in given['input_size'])
+        in_chans = given['input_size'][0]
     elif given.get('img_size') is not None:
-        size = given['img_size']
+        size = given.pop('img_size')
         height, width = (size, size) if isinstance(size, int) else tuple(size)
-        input_size = (in_chans, int(height), int(width))
-    else:
-        input_size = tuple(from_cfg('input_size', 'test_input_size') or (in_chans, 224, 224))
-    in_chans = input_size[0]
+        given['input_size'] = (in_chans, int(height), int(width))
+    from timm.data import resolve_data_config as timm_resolve_data_config
 
-    return DataConfig(
-        input_size=input_size,
-        interpolation=given.get('interpolation') or cfg.get('interpolation') or 'bicubic',
-        mean=_per_channel(given.get('mean') or cfg.get('mean') or IMAGENET_MEAN, in_chans, 'mean'),
-        std=_per_channel(given.get('std') or cfg.get('std') or IMAGENET_STD, in_chans, 'std'),
-        crop_pct=float(given.get('crop_pct') or from_cfg('crop_pct', 'test_crop_pct') or DEFAULT_CROP_PCT),
-        crop_mode=given.get('crop_mode') or cfg.get('crop_mode') or 'center',
-    )
+    # mean/std given as one value are repeated for the channels of the *resolved* size (timm repeats them for
+    # the given in_chans, asserting on other lengths): they are merged here
+    normalization = {k: given.pop(k) for k in ('mean', 'std') if k in given}
+    resolved = timm_resolve_data_config({**given, 'in_chans': in_chans}, pretrained_cfg=cfg,
+                                        use_test_size=use_test_size)
+    input_size = tuple(int(v) for v in resolved['input_size'])
+    return DataConfig(input_size=input_size, interpolation=resolved['interpolation'],
+                      mean=_per_channel(normalization.get('mean') or resolved['mean'], input_size[0], 'mean'),
+                      std=_per_channel(normalization.get('std') or resolved['std'], input_size[0], 'std'),
+                      crop_pct=float(resolved['crop_pct']), crop_mode=resolved['crop_mode'])
 
 
 def create_transform(config: DataConfig | Mapping | None = None, **kwargs):

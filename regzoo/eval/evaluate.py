@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 
 from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.eval.loop import Prediction, TopkCounts, count_topk
-from regzoo.utils.runtime import default_workers
+from regzoo.utils.runtime import Progress, default_workers
 from regzoo.utils.timing import Stopwatch, device_synchronizer
 from regzoo.zoo.builder import create_model
 from regzoo.zoo.loading import resolve_checkpoint
@@ -104,28 +103,26 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
     """Top-1/top-5 counts, per-image predictions and summed loss of ``model`` over ``loader`` (batches from
     ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted."""
     skipped: list[SkippedImage] = []
-    step = 0
-    bar = tqdm(loader, desc=desc, unit='batch', disable=(None if opts.progress is None else not opts.progress),
-               dynamic_ncols=True)
+    # a bar on a terminal; log lines (every log_freq batches) otherwise
+    progress = Progress(len(loader) if hasattr(loader, '__len__') else None, desc, unit='batch',
+                        enabled=opts.progress, every=opts.log_freq or None, logger=_logger,
+                        interval=float('inf'))  # log_freq 0: no log lines
 
     def readable():
-        nonlocal step
-        for i, (images, targets, _, bad) in enumerate(bar):
-            step = i  # the batch index on_batch logs, counting batches with no readable image too
+        for images, targets, _, bad in loader:
             for item in bad:
                 _logger.warning('skipped unreadable image %s (%s)', item.path, item.reason)
             skipped.extend(bad)
             if images is not None:
                 yield images, targets
+            else:  # a batch with no readable image still counts as a batch done
+                progress.update(1)
 
     def on_batch(n: int, correct1: int, correct5: int) -> None:
-        bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
-        # the bar shows progress on a terminal; log lines are for logs (no bar there: tqdm draws only on a TTY)
-        if opts.log_freq and bar.disable and step % opts.log_freq == 0:
-            _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
-                         100 * correct5 / n)
+        progress.update(1, top1=f'{100 * correct1 / n:.2f}', line=lambda: '%s [%d/%d] top1 %.3f top5 %.3f' % (
+            desc, progress.count, progress.total or 0, 100 * correct1 / n, 100 * correct5 / n))
 
-    with Stopwatch(device_synchronizer(opts.device)) as watch:
+    with progress, Stopwatch(device_synchronizer(opts.device)) as watch:
         counts = count_topk(
             model, readable(), opts.device, amp_dtype=opts.amp_dtype,
             memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format,

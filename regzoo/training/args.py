@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import ast
 import math
-import os
 import textwrap
 import warnings
 from importlib import resources
@@ -18,16 +17,19 @@ from typing import Any
 import yaml
 
 from regzoo.data.transforms import INTERPOLATIONS
+from regzoo.training.config import plain
 from regzoo.training.errors import TrainingInputError
 from regzoo.utils.names import did_you_mean
-from regzoo.utils.runtime import MAX_DEFAULT_WORKERS, ArgumentParser, available_cpus
+from regzoo.utils.runtime import ArgumentParser, default_workers
 
 RECIPES = ('pycls', 'improved', 'finetune')
+# warmups of at most this many epochs are stepped per update unless --sched-on-updates says otherwise
+SHORT_WARMUP_EPOCHS = 2
 # from-scratch recipes whose per-process batch sets the BatchNorm statistics they were published with
 BATCH_SENSITIVE_RECIPES = ('pycls', 'improved')
 # keys that describe where this run reads and writes, or the machine it runs on: never inherited from a resumed
 # run's args (data-loading workers do not change the result: every image's augmentation is seeded by its index)
-_RUN_LOCATION_KEYS = ('resume', 'config', 'output', 'experiment', 'workers')
+_RUN_LOCATION_KEYS = ('resume', 'config', 'output', 'experiment', 'overwrite', 'workers')
 # train.py's own eval settings when no starting weight brings its own (pycls: bilinear, resize 256 -> crop 224)
 TRAIN_DATA_DEFAULTS = {'input_size': (3, 224, 224), 'crop_pct': 0.875, 'interpolation': 'bilinear'}
 _WEIGHT_DEFAULT = "default: the starting weight's (--pretrained / --initial-checkpoint), else "
@@ -60,13 +62,6 @@ def _recipes_epilog() -> str:
         values = ', '.join(f'{k}={v}' for k, v in load_recipe(name).items())
         lines.append(textwrap.fill(f'{name}: {values}', width=100, initial_indent='  ', subsequent_indent='    '))
     return '\n'.join(lines)
-
-
-def default_workers() -> int:
-    """Data-loading processes per training process: min(available CPUs, 8), the CPUs shared among the
-    processes torchrun starts on this machine."""
-    per_process = available_cpus() // max(int(os.environ.get('LOCAL_WORLD_SIZE', 1)), 1)
-    return max(min(per_process, MAX_DEFAULT_WORKERS), 1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--lr-base-size', type=int, default=256, help='the global batch --lr-base is given for')
     g.add_argument('--lr-base-scale', choices=('linear', 'sqrt'), default='linear', help='how the lr follows the batch')
     g.add_argument('--sched', choices=('cosine', 'step'), default='cosine', help='lr schedule')
-    g.add_argument('--sched-on-updates', action='store_true', help='step the schedule every update, not epoch')
+    g.add_argument('--sched-on-updates', action=argparse.BooleanOptionalAction, default=None,
+                   help='step the schedule every update, not every epoch; default: every update when the warmup '
+                        f'is 1 to {SHORT_WARMUP_EPOCHS} epochs (a per-epoch warmup that short spends whole epochs '
+                        'at its start lr), else every epoch (pycls, timm)')
     g.add_argument('--min-lr', type=float, default=0.0, help='lr at the end of the schedule')
     g.add_argument('--decay-epochs', type=float, default=30, help='step schedule: epochs between decays')
     g.add_argument('--decay-rate', type=float, default=0.1, help='step schedule: lr factor per decay')
@@ -163,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--output', default='output/train', help='folder of run folders')
     g.add_argument('--experiment', default=None, help='run folder name under --output; '
                                                       'default: <date>-<time>-<model>-<size>')
+    g.add_argument('--overwrite', action='store_true',
+                   help='train into a run folder that already holds a run, replacing its files (without it '
+                        'such a folder is refused: continue it with --resume or pick a new --experiment)')
     g.add_argument('--resume', default=None, help='continue a run: its folder, or a last.state.pt / last.safetensors '
                                                   '(default: none)')
     g.add_argument('--log-interval', type=int, default=50,
@@ -260,14 +261,6 @@ def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: i
     return args
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def args_to_dict(args: argparse.Namespace) -> dict[str, Any]:
     """Plain YAML/torch.load(weights_only=True)-safe dict of the resolved args (tuples as lists)."""
-    return {k: _plain(v) for k, v in sorted(vars(args).items())}
+    return {k: plain(v) for k, v in sorted(vars(args).items())}

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from regzoo.data.transforms import DataConfig, resolve_data_config
-from regzoo.data.transforms import create_transform as create_eval_transform
+from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.training.args import TRAIN_DATA_DEFAULTS
+from regzoo.training.config import RunConfig
 from regzoo.training.errors import TrainingInputError, UnreadableImageError
 
 if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
@@ -83,25 +83,20 @@ def run_data_config(args: argparse.Namespace, start_cfg, in_chans: int) -> tuple
     return train.input_size[1:], evaluation
 
 
-def train_transform(args: argparse.Namespace):
+def train_transform(cfg: RunConfig):
     """timm's train transform at the run's train size, with its eval interpolation and normalization."""
-    from timm.data import create_transform
+    from timm.data import create_transform as timm_create_transform
     from torchvision.transforms import Normalize
 
-    data = args.data_config
-    tf = create_transform(
-        tuple(args.train_size), is_training=True, scale=tuple(args.scale), hflip=args.hflip,
-        color_jitter=args.color_jitter or None, auto_augment=args.aa, interpolation=data['interpolation'],
-        mean=tuple(data['mean']), std=tuple(data['std']), re_prob=args.reprob)
-    if args.pca_lighting:
+    data = cfg.data_config
+    tf = timm_create_transform(
+        tuple(cfg.train_size), is_training=True, scale=tuple(cfg.scale), hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter or None, auto_augment=cfg.aa, interpolation=data['interpolation'],
+        mean=tuple(data['mean']), std=tuple(data['std']), re_prob=cfg.reprob)
+    if cfg.pca_lighting:
         at = next(i for i, t in enumerate(tf.transforms) if isinstance(t, Normalize)) + 1
-        tf.transforms.insert(at, PcaLighting(args.pca_lighting))
+        tf.transforms.insert(at, PcaLighting(cfg.pca_lighting))
     return tf
-
-
-def eval_transform(args: argparse.Namespace):
-    """The eval transform of the run's data config: resize to size / crop_pct, center crop (pycls: 256 -> 224)."""
-    return create_eval_transform(args.data_config)
 
 
 def _image_folder(data_dir: Path, split: str) -> ImageFolder:
@@ -213,17 +208,47 @@ def train_sampler(train: ImageFolder, args: argparse.Namespace, rank: int) -> Gl
     return GlobalBatchSampler(len(train), args.batch_size, args.world_size, rank, args.grad_accum_steps, args.seed)
 
 
-def train_loader(train: ImageFolder, args: argparse.Namespace, sampler: GlobalBatchSampler) -> DataLoader:
+def train_loader(train: ImageFolder, cfg: RunConfig, sampler: GlobalBatchSampler) -> DataLoader:
     loader = DataLoader(
-        SeededTransformDataset(train, train_transform(args)), batch_size=args.batch_size, sampler=sampler,
-        num_workers=args.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
+        SeededTransformDataset(train, train_transform(cfg)), batch_size=cfg.batch_size, sampler=sampler,
+        num_workers=cfg.workers, pin_memory=torch.cuda.is_available(), drop_last=True,
         persistent_workers=False)  # workers re-read the sampler's epoch / start step every epoch
     return loader
 
 
-def val_loader(val: ImageFolder, args: argparse.Namespace, rank: int) -> DataLoader:
-    # every image exactly once over all processes (no padding), so the summed metrics are exact
-    val.transform = eval_transform(args)
-    indices = list(range(rank, len(val), args.world_size))
-    return DataLoader(torch.utils.data.Subset(val, indices), batch_size=args.validation_batch_size or args.batch_size,
-                      num_workers=args.workers, shuffle=False)
+class _ReadCheck(Dataset):
+    """Image ``indices[i]`` of ``folder`` decoded and dropped: (its index, why it is unreadable, or '')."""
+
+    def __init__(self, folder: ImageFolder, indices: list[int]):
+        self.folder, self.indices = folder, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, str]:
+        index = self.indices[i]
+        try:
+            self.folder.loader(self.folder.samples[index][0])
+        except UnreadableImageError as e:
+            return index, str(e)
+        return index, ''
+
+
+def unreadable_images(folder: ImageFolder, indices: list[int], workers: int) -> dict[int, str]:
+    """{index: reason} of the images among ``indices`` that cannot be decoded, each read once (in ``workers``
+    processes): the val split is checked before the first epoch, not found bad after it."""
+    loader = DataLoader(_ReadCheck(folder, indices), batch_size=32, num_workers=workers, collate_fn=list)
+    return {index: reason for batch in loader for index, reason in batch if reason}
+
+
+def val_indices(val: ImageFolder, world_size: int, rank: int) -> list[int]:
+    """This process's share of the val split: every image exactly once over all processes (no padding), so
+    the summed metrics are exact."""
+    return list(range(rank, len(val), world_size))
+
+
+def val_loader(val: ImageFolder, cfg: RunConfig, indices: list[int]) -> DataLoader:
+    """The val images ``indices`` (``val_indices`` less any unreadable ones) at the run's eval transform."""
+    val.transform = create_transform(cfg.data_config)
+    return DataLoader(torch.utils.data.Subset(val, indices), batch_size=cfg.validation_batch_size or cfg.batch_size,
+                      num_workers=cfg.workers, shuffle=False)

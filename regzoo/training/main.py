@@ -1,55 +1,57 @@
-"""train.py's body: parse, set up, loop over epochs, checkpoint, report."""
+"""train.py's body in steps: parse, set up (``setup.py``), restore a resumed state, write the run folder,
+then per epoch train, validate and save."""
 from __future__ import annotations
 
-import argparse
 import csv
 import errno
-import functools
+import shutil
 import signal
-import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import yaml
-from torch.nn.parallel import DistributedDataParallel
 
-from regzoo.training.args import BATCH_SENSITIVE_RECIPES, args_to_dict, load_recipe, parse_args, resolve_args
+from regzoo.training.args import parse_args
 from regzoo.training.checkpoint import (
     read_resume_state,
     restore_rng_states,
-    run_pretrained_cfg,
     save_checkpoint,
     save_weights,
     write_run_config,
 )
-from regzoo.training.components import (
-    build_model,
-    convert_sync_bn,
-    create_ema,
-    create_loss,
-    create_mixup,
-    create_optimizer,
-    create_scheduler,
-)
-from regzoo.training.distributed import DistInfo, any_process, cleanup, init_distributed
+from regzoo.training.distributed import any_process, cleanup, init_distributed
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
 from regzoo.training.errors import TrainingInputError
-from regzoo.training.loaders import (
-    load_splits,
-    run_data_config,
-    seed_all,
-    train_loader,
-    train_sampler,
-    val_loader,
+from regzoo.training.setup import Resumed, Run, logger, set_up, warn
+from regzoo.utils.files import atomic_write
+from regzoo.utils.runtime import clock_text, one_line
+from regzoo.zoo.layout import (
+    CONFIG_NAME,
+    RUN_ARGS_FILE,
+    RUN_BEST_FILE,
+    RUN_EMA_FILE,
+    RUN_LAST,
+    RUN_STATE_SUFFIX,
+    RUN_SUMMARY_FILE,
+    WEIGHTS_SUFFIX,
 )
-from regzoo.utils.files import atomic_write, unwritable_reason
-from regzoo.utils.runtime import one_line
-from regzoo.zoo.layout import RUN_BEST_FILE, RUN_EMA_FILE, RUN_LAST, RUN_STATE_SUFFIX
 
 SUMMARY_FIELDS = ('epoch', 'train_loss', 'val_loss', 'top1', 'top5', 'lr', 'images_per_sec')
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where the loop stands: the next epoch and update, the loss and images of a part-done epoch, the best."""
+    epoch: int = 0
+    step_in_epoch: int = 0
+    update: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
+    best: tuple[float, int] = (-1.0, -1)   # (top-1, epoch)
 
 
 @contextmanager
@@ -68,85 +70,14 @@ def stop_on_signals():
             signal.signal(s, handler)
 
 
-def _run_dir(args: argparse.Namespace) -> Path:
-    if args.resume and 'experiment' not in args.cli_keys and 'output' not in args.cli_keys:
-        p = Path(args.resume)
-        return p if p.is_dir() else p.parent  # continue in the resumed run's folder
-    name = args.experiment or f'{time.strftime("%Y%m%d-%H%M%S")}-{args.model}-{args.train_size[0]}'
-    return Path(args.output) / name
-
-
-def _starting_cfg(args: argparse.Namespace, model, resumed) -> tuple[object, str]:
-    """The eval settings the run's own default to, and where they come from (for the plan).
-
-    A resumed run keeps the ones it resolved when it started (its saved args); a run from a weight takes that
-    weight's (``model.pretrained_cfg``: the published cfg, or the config.json saved with a checkpoint);
-    otherwise there are none, and train.py's defaults apply.
-    """
-    if resumed:
-        saved = resumed[1]['args']
-        if saved.get('data_config') and saved.get('train_size'):
-            data = saved['data_config']
-            return {**data, 'input_size': (data['input_size'][0], *saved['train_size']),
-                    'test_input_size': data['input_size']}, 'the resumed run'
-        return None, "train.py's defaults"
-    if args.pretrained or args.initial_checkpoint:
-        cfg = getattr(model, 'pretrained_cfg', None)
-        what = f'--initial-checkpoint {args.initial_checkpoint}' if args.initial_checkpoint else '--pretrained'
-        if cfg is not None:
-            return cfg, f'the starting weight\'s ({what})'
-        return None, f'train.py\'s defaults ({what} carries no eval settings)'
-    return None, "train.py's defaults"
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
-
-
-def _plan(args: argparse.Namespace, model, train_set, val_set, updates_per_epoch: int, eval_source: str,
-          run_dir: Path, resumed) -> list[str]:
-    """What the run is about to do, printed before it starts."""
-    data = args.data_config
-    if resumed:
-        start = f'resuming {args.resume}'
-    elif args.initial_checkpoint:
-        start = f'from --initial-checkpoint {args.initial_checkpoint}'
-    elif args.pretrained:
-        start = f'from the pretrained weight {model.pretrained_cfg.name}'
-    else:
-        start = 'from random init'
-    size = 'x'.join(map(str, data['input_size'][1:]))
-    warmup = f', warmup {args.warmup_epochs} epoch(s) from lr {args.warmup_lr:.3g}' if args.warmup_epochs else ''
-    return [
-        f'plan ({"recipe " + args.recipe if args.recipe else "no recipe"}):',
-        f'  model     {args.model}, {model.num_classes} classes, {start}',
-        f'  data      {len(train_set)} train / {len(val_set)} val images in {len(train_set.classes)} classes '
-        f'({Path(args.data_dir) / args.train_split}, {Path(args.data_dir) / args.val_split})',
-        f'  schedule  {args.epochs} epoch(s) x {updates_per_epoch} updates, global batch {args.global_batch_size}, '
-        f'lr {args.lr:.6g}, {args.sched}{warmup}, {args.opt} wd {args.weight_decay:g}',
-        f'  train     random-resized crops {"x".join(map(str, args.train_size))}, scale {tuple(args.scale)}, '
-        f'hflip {args.hflip}' + (f', mixup {args.mixup} / cutmix {args.cutmix}' if args.mixup or args.cutmix else '')
-        + (f', {args.aa}' if args.aa else ''),
-        f'  eval      {size}, crop_pct {data["crop_pct"]:g} ({data["crop_mode"]}), {data["interpolation"]}, '
-        f'mean {tuple(round(v, 4) for v in data["mean"])}, std {tuple(round(v, 4) for v in data["std"])}: '
-        f'{eval_source}',
-        f'  output    {run_dir}',
-    ]
-
-
-def _training_state(parts: TrainParts, epoch: int, step_in_epoch: int, update: int, loss_sum: float,
-                    images: int, best: tuple[float, int]) -> dict:
-    return {'epoch': epoch, 'step_in_epoch': step_in_epoch, 'update': update,
-            'epoch_loss_sum': loss_sum, 'epoch_images': images, 'best_top1': best[0], 'best_epoch': best[1],
-            'optimizer': parts.optimizer.state_dict(), 'scheduler': parts.scheduler.state_dict(),
+def _training_state(parts: TrainParts, position: Position) -> dict:
+    return {'epoch': position.epoch, 'step_in_epoch': position.step_in_epoch, 'update': position.update,
+            'epoch_loss_sum': position.loss_sum, 'epoch_images': position.images, 'best_top1': position.best[0],
+            'best_epoch': position.best[1], 'optimizer': parts.optimizer.state_dict(),
+            'scheduler': parts.scheduler.state_dict(),
             'ema': parts.ema.module.state_dict() if parts.ema is not None else None,
             'scaler': parts.scaler.state_dict() if parts.scaler else None,
-            'args': args_to_dict(parts.args)}
-
-
-def _warn(message: str) -> None:
-    print(f'train.py: warning: {message}', file=sys.stderr, flush=True)
+            'args': parts.cfg.to_dict()}
 
 
 @contextmanager
@@ -167,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     resumed = None
     if args.resume:
-        weights_path, _, state = read_resume_state(args.resume, warn=_warn)
-        resumed = (weights_path, state)
+        weights_path, _, state = read_resume_state(args.resume, warn=warn)
+        resumed = Resumed(weights_path, state)
         args = parse_args(argv, state['args'])
     info = init_distributed(args.device)
     try:
         with stop_on_signals() as stop_requested:
-            code = _train(args, info, resumed, stop_requested)
+            run = set_up(args, info, resumed)
+            position = restore(run.parts, resumed)
+            code = _train(run, position, stop_requested)
         if info.distributed:
             # every process past its last collective before any tears gloo down: a process that destroyed its
             # group while the other still finished its work was once aborted at exit under load (SIGABRT,
@@ -185,130 +118,156 @@ def main(argv: list[str] | None = None) -> int:
         cleanup(info)
 
 
-def _train(args, info: DistInfo, resumed, stop_requested) -> int:
-    recipe_batch = load_recipe(args.recipe).get('batch_size') if args.recipe in BATCH_SENSITIVE_RECIPES else None
-    args = resolve_args(args, info.world_size, recipe_batch if info.is_primary else None)
-    reason = unwritable_reason(args.output) if info.is_primary else None
-    if reason:  # before any data or weights load
-        raise TrainingInputError(f'--output {args.output}: cannot write there: {reason}; choose another --output')
-    log = functools.partial(print, flush=True) if info.is_primary else (lambda *a, **k: None)
-    train_set, val_set, args.num_classes = load_splits(args)
-    sampler = train_sampler(train_set, args, info.rank)  # a batch too large for the data fails before any weights load
-    seed_all(args.seed)  # the same initial weights on every process
-    # the model's weights come through create_model; the rest of the training state is restored below
-    model = build_model(args, resumed[0] if resumed else None)
-    # the run's data config: flags > the starting weight's eval settings > train.py's defaults
-    start_cfg, eval_source = _starting_cfg(args, model, resumed)
-    train_size, data_config = run_data_config(args, start_cfg, model.in_chans)
-    args.train_size, args.data_config = list(train_size), args_to_dict(argparse.Namespace(**data_config.to_dict()))
-    run_cfg = run_pretrained_cfg(model, model.pretrained_cfg if start_cfg is not None else None, train_size,
-                                 data_config)
-    loader = train_loader(train_set, args, sampler)
-    if args.sync_bn:
-        model = convert_sync_bn(model, info.device, info.distributed)
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    model = model.to(info.device, memory_format=memory_format)
-    optimizer = create_optimizer(model, args)
-    scheduler = create_scheduler(optimizer, args, sampler.updates_per_epoch)
-    mixup = create_mixup(args)
-    ema = create_ema(model, args)
-    scaler = torch.amp.GradScaler(info.device.type) if args.amp and args.amp_dtype == 'float16' \
-        and info.device.type == 'cuda' else None
-    epoch, step_in_epoch, update, loss_sum, images, best = 0, 0, 0, 0.0, 0, (-1.0, -1)
-    if resumed:
-        _, state = resumed
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if ema is not None and state['ema'] is not None:
-            ema.module.load_state_dict(state['ema'])
-        if scaler and state['scaler']:
-            scaler.load_state_dict(state['scaler'])
-        restore_rng_states(state['rng'])
-        epoch, step_in_epoch, update = state['epoch'], state['step_in_epoch'], state['update']
-        loss_sum, images = (state['epoch_loss_sum'], state['epoch_images']) if info.is_primary else (0.0, 0)
-        best = (state['best_top1'], state['best_epoch'])
-    train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == 'cuda'
-                                          else None) if info.distributed else model
-    parts = TrainParts(args, info, model, train_model, optimizer, scheduler, create_loss(args, mixup), mixup, ema,
-                       loader, sampler, scaler)
-    evaluation = val_loader(val_set, args, info.rank)
+def restore(parts: TrainParts, resumed: Resumed | None) -> Position:
+    """The restore step: a resumed run's optimizer, schedule, EMA, scaler and RNG states, and where it stood."""
+    if resumed is None:
+        return Position()
+    state = resumed.state
+    parts.optimizer.load_state_dict(state['optimizer'])
+    parts.scheduler.load_state_dict(state['scheduler'])
+    if parts.ema is not None and state['ema'] is not None:
+        parts.ema.module.load_state_dict(state['ema'])
+    if parts.scaler and state['scaler']:
+        parts.scaler.load_state_dict(state['scaler'])
+    restore_rng_states(state['rng'])
+    primary = parts.info.is_primary  # the part-done epoch's loss is summed over processes, kept by process 0
+    return Position(state['epoch'], state['step_in_epoch'], state['update'],
+                    state['epoch_loss_sum'] if primary else 0.0, state['epoch_images'] if primary else 0,
+                    (state['best_top1'], state['best_epoch']))
 
-    run_dir = _run_dir(args)
-    if info.is_primary:
-        with _saving(run_dir):
-            run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(run_dir / 'args.yaml', lambda tmp: tmp.write_text(yaml.safe_dump(args_to_dict(args),
-                                                                                           sort_keys=True)))
-            # before any weights: every weights file of the run points to it
-            write_run_config(run_dir, model, run_cfg, list(train_set.classes))
-    for line in _plan(args, model, train_set, val_set, sampler.updates_per_epoch, eval_source, run_dir, resumed):
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """The files a run writes in its folder (what --overwrite replaces)."""
+    return [p for p in run_dir.iterdir() if p.is_file() and (p.name in (RUN_ARGS_FILE, RUN_SUMMARY_FILE, CONFIG_NAME)
+                                                          or p.name.endswith((WEIGHTS_SUFFIX, RUN_STATE_SUFFIX)))]
+
+
+def write_run_files(run: Run) -> bool:
+    """The run folder's args and config.json, once the start succeeded (before any weights: every weights file
+    of the run points to the config); with --overwrite, an earlier run's files go first. Returns whether the
+    folder was made now."""
+    made = not run.run_dir.exists()
+    with _saving(run.run_dir):
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        if run.cfg.overwrite and run.resumed is None:
+            for p in _run_files(run.run_dir):
+                p.unlink()
+        atomic_write(run.run_dir / RUN_ARGS_FILE,
+                     lambda tmp: tmp.write_text(yaml.safe_dump(run.cfg.to_dict(), sort_keys=True)))
+        write_run_config(run.run_dir, run.parts.model, run.model_cfg, list(run.class_names))
+    return made
+
+
+def _remove_failed_start(run: Run, made: bool) -> None:
+    """A run that failed before its first save leaves no folder behind (or, in a folder it did not make, none of
+    its files)."""
+    if run.resumed is not None or any(run.run_dir.glob(f'*{RUN_STATE_SUFFIX}')):
+        return
+    if made:
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+    else:
+        for p in _run_files(run.run_dir):
+            p.unlink(missing_ok=True)
+
+
+def _train(run: Run, position: Position, stop_requested) -> int:
+    """Write the run folder, then run the epochs; a failure before the first save removes what it wrote."""
+    info = run.info
+    log = logger(info)
+    made = write_run_files(run) if info.is_primary else False
+    try:
+        return _epochs(run, position, stop_requested, log)
+    except BaseException:
+        if info.is_primary:
+            _remove_failed_start(run, made)
+        raise
+
+
+def _epochs(run: Run, position: Position, stop_requested, log) -> int:
+    """The epoch steps: train, validate, save, until the last epoch or a stop signal."""
+    cfg, info, parts = run.cfg, run.info, run.parts
+    for line in run.plan:
         log(line)
-    log(f'{args.model}: {info.world_size} process(es) x batch {args.batch_size} x {args.grad_accum_steps} '
-        f'accumulation = global batch {args.global_batch_size}; lr {args.lr:.6g} ({args.lr_source}); '
-        f'{sampler.updates_per_epoch} updates/epoch; writing {run_dir}'
-        + (f'; resuming at epoch {epoch} update {step_in_epoch}' if resumed else ''))
-
-    run_watch, first_epoch = time.monotonic(), epoch
-    for epoch in range(epoch, args.epochs):
-        result: EpochResult = train_one_epoch(parts, epoch, step_in_epoch, update, loss_sum, images,
-                                              stop_requested, log)
-        update, step_in_epoch = result.global_update, 0
+    log(f'{cfg.model}: {info.world_size} process(es) x batch {cfg.batch_size} x {cfg.grad_accum_steps} '
+        f'accumulation = global batch {cfg.global_batch_size}; lr {cfg.lr:.6g} ({cfg.lr_source}); '
+        f'{parts.sampler.updates_per_epoch} updates/epoch; writing {run.run_dir}'
+        + (f'; resuming at epoch {position.epoch} update {position.step_in_epoch}' if run.resumed else ''))
+    run_watch, first_epoch = time.monotonic(), position.epoch
+    for epoch in range(position.epoch, cfg.epochs):
+        result: EpochResult = train_one_epoch(
+            parts, epoch=epoch, start_update=position.step_in_epoch, global_update=position.update,
+            loss_sum=position.loss_sum, images=position.images, stop_requested=stop_requested, log=log)
         if result.stopped:
             if info.is_primary:
-                with _saving(run_dir / RUN_LAST):
-                    path = save_checkpoint(run_dir, RUN_LAST, model.state_dict(), _training_state(
-                        parts, epoch, result.updates_done, update, result.loss_sum, result.images, best))
+                with _saving(run.run_dir / RUN_LAST):
+                    stopped_at = replace(position, epoch=epoch, step_in_epoch=result.updates_done,
+                                         update=result.global_update, loss_sum=result.loss_sum, images=result.images)
+                    path = save_checkpoint(run.run_dir, RUN_LAST, parts.model.state_dict(),
+                                           _training_state(parts, stopped_at))
                 log(f'stop signal: saved {path} at epoch {epoch} update {result.updates_done}; '
                     f'continue with --resume {path}')
             return 128 + int(stop_requested() or signal.SIGTERM)
-        metrics = validate_epoch(model, evaluation, args, info)
-        eval_model, key = model, 'top1'
-        if ema is not None:
-            ema_metrics = validate_epoch(ema.module, evaluation, args, info)
-            metrics.update({f'ema_{k}': v for k, v in ema_metrics.items()})
-            eval_model, key = ema.module, 'ema_top1'  # as timm: the EMA decides "best"
-        lr = optimizer.param_groups[0]['lr']
-        scheduler.step(epoch + 1, metrics[key])
-        train_loss = result.loss_sum / max(result.images, 1)
-        loss_sum, images = 0.0, 0
-        is_best = metrics[key] > best[0]
-        best = (metrics[key], epoch) if is_best else best
-        failure = None
-        if info.is_primary:
-            try:
-                row = {'epoch': epoch, 'train_loss': train_loss, 'val_loss': metrics['loss'], 'top1': metrics['top1'],
-                       'top5': metrics['top5'], 'lr': lr, 'images_per_sec': result.images / max(result.seconds, 1e-9),
-                       **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
-                with _saving(run_dir / 'summary.csv'):
-                    _record_summary(run_dir / 'summary.csv', row)
-                elapsed = time.monotonic() - run_watch
-                left = elapsed / (epoch - first_epoch + 1) * (args.epochs - epoch - 1)
-                log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
-                    'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
-                    + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if ema is not None else '')
-                    + f'; {epoch + 1}/{args.epochs} epochs, elapsed {_clock(elapsed)}, run ETA {_clock(left)}')
-                with _saving(run_dir / RUN_LAST):
-                    save_checkpoint(run_dir, RUN_LAST, model.state_dict(),
-                                    _training_state(parts, epoch + 1, 0, update, 0.0, 0, best))
-                if ema is not None:
-                    with _saving(run_dir / RUN_EMA_FILE):
-                        save_weights(run_dir / RUN_EMA_FILE, ema.module.state_dict(), {'epoch': str(epoch)})
-                if is_best:
-                    with _saving(run_dir / RUN_BEST_FILE):
-                        save_weights(run_dir / RUN_BEST_FILE, eval_model.state_dict(),
-                                     {'epoch': str(epoch), 'top1': f'{metrics[key]:.4f}'})
-            except TrainingInputError as e:
-                failure = e
-        # all processes stop when the primary could not save: the others would otherwise wait for it in the
-        # next epoch's first collective until the process group times out (30 minutes)
-        if any_process(failure is not None, info):
-            raise failure or TrainingInputError('stopping: process 0 could not save its checkpoint (its error '
-                                                'says why)')
+        position = _end_epoch(run, epoch, result, position, log, (run_watch, first_epoch))
         if stop_requested():
-            log(f'stop signal: saved {run_dir / (RUN_LAST + RUN_STATE_SUFFIX)} after epoch {epoch}')
+            log(f'stop signal: saved {run.run_dir / (RUN_LAST + RUN_STATE_SUFFIX)} after epoch {epoch}')
             return 128 + int(stop_requested() or signal.SIGTERM)
-    log(f'best top-1 {best[0]:.2f} at epoch {best[1]}')
+    log(f'best top-1 {position.best[0]:.2f} at epoch {position.best[1]}')
     return 0
+
+
+def _end_epoch(run: Run, epoch: int, result: EpochResult, position: Position, log,
+               watch: tuple[float, int]) -> Position:
+    """Validate, step the per-epoch schedule, record and save; returns the position after the epoch."""
+    cfg, info, parts = run.cfg, run.info, run.parts
+    metrics = validate_epoch(parts.model, run.evaluation, cfg, info)
+    eval_model, key = parts.model, 'top1'
+    if parts.ema is not None:
+        ema_metrics = validate_epoch(parts.ema.module, run.evaluation, cfg, info)
+        metrics.update({f'ema_{k}': v for k, v in ema_metrics.items()})
+        eval_model, key = parts.ema.module, 'ema_top1'  # as timm: the EMA decides "best"
+    parts.scheduler.step(epoch + 1, metrics[key])  # a per-update schedule ignores it
+    is_best = metrics[key] > position.best[0]
+    after = Position(epoch + 1, 0, result.global_update, 0.0, 0,
+                     (metrics[key], epoch) if is_best else position.best)
+    failure = None
+    if info.is_primary:
+        try:
+            _save_epoch(run, epoch, result, metrics, after, eval_model if is_best else None, log, watch)
+        except TrainingInputError as e:
+            failure = e
+    # all processes stop when the primary could not save: the others would otherwise wait for it in the
+    # next epoch's first collective until the process group times out (30 minutes)
+    if any_process(failure is not None, info):
+        raise failure or TrainingInputError('stopping: process 0 could not save its checkpoint (its error '
+                                            'says why)')
+    return after
+
+
+def _save_epoch(run: Run, epoch: int, result: EpochResult, metrics: dict, after: Position,
+                best_model, log, watch: tuple[float, int]) -> None:
+    """The save step (process 0): the summary row, the epoch line, the last pair, the EMA and best weights."""
+    cfg, parts, run_dir = run.cfg, run.parts, run.run_dir
+    row = {'epoch': epoch, 'train_loss': result.loss_sum / max(result.images, 1), 'val_loss': metrics['loss'],
+           'top1': metrics['top1'], 'top5': metrics['top5'], 'lr': result.lr,
+           'images_per_sec': result.images / max(result.seconds, 1e-9),
+           **{k: v for k, v in metrics.items() if k.startswith('ema_')}}
+    with _saving(run_dir / RUN_SUMMARY_FILE):
+        _record_summary(run_dir / RUN_SUMMARY_FILE, row)
+    elapsed = time.monotonic() - watch[0]
+    left = elapsed / (epoch - watch[1] + 1) * (cfg.epochs - epoch - 1)
+    log('epoch {epoch}: train loss {train_loss:.4f}, val loss {val_loss:.4f}, top-1 {top1:.2f}, '
+        'top-5 {top5:.2f}, lr {lr:.6g}, {images_per_sec:.1f} img/s'.format(**row)
+        + (f', EMA top-1 {metrics["ema_top1"]:.2f}' if parts.ema is not None else '')
+        + f'; {epoch + 1}/{cfg.epochs} epochs, elapsed {clock_text(elapsed)}, run ETA {clock_text(left)}')
+    with _saving(run_dir / RUN_LAST):
+        save_checkpoint(run_dir, RUN_LAST, parts.model.state_dict(), _training_state(parts, after))
+    if parts.ema is not None:
+        with _saving(run_dir / RUN_EMA_FILE):
+            save_weights(run_dir / RUN_EMA_FILE, parts.ema.module.state_dict(), {'epoch': str(epoch)})
+    if best_model is not None:
+        with _saving(run_dir / RUN_BEST_FILE):
+            save_weights(run_dir / RUN_BEST_FILE, best_model.state_dict(),
+                         {'epoch': str(epoch), 'top1': f'{after.best[0]:.4f}'})
 
 
 def _record_summary(path: Path, row: dict) -> None:

@@ -4,9 +4,11 @@
   cannot be fetched) is one line on stderr, ``PROG: error: MESSAGE``, and exit code 2; anything else is a
   bug and keeps its traceback (exit 1). ``run_cli`` does this around a ``main``; ``ArgumentParser`` makes
   argparse's own errors one line too.
-* ``Progress`` draws a tqdm bar when stderr is a terminal and otherwise logs a line now and then, so log
-  files get readable lines instead of every ``\\r`` redraw of a bar.
-* ``default_workers()``: data-loading processes = the CPUs this process may use, at most 8.
+* ``Progress`` draws a tqdm bar when stderr is a terminal and otherwise logs a line now and then (every N
+  items, or every few seconds), so log files get readable lines instead of every ``\\r`` redraw of a bar. It is
+  the one such helper: predict, validate's eval loop and train.py's epochs all use it.
+* ``default_workers()``: data-loading processes = the CPUs this process may use, shared among the processes
+  torchrun started on this machine, at most 8.
 """
 from __future__ import annotations
 
@@ -34,8 +36,10 @@ def available_cpus() -> int:
 
 
 def default_workers() -> int:
-    """Data-loading worker processes when none are asked for: min(available CPUs, 8)."""
-    return min(available_cpus(), MAX_DEFAULT_WORKERS)
+    """Data-loading worker processes when none are asked for: min(available CPUs, 8), the CPUs shared among
+    the processes torchrun starts on this machine (``LOCAL_WORLD_SIZE``; 1 outside torchrun), at least 1."""
+    per_process = available_cpus() // max(int(os.environ.get('LOCAL_WORLD_SIZE', 1)), 1)
+    return max(min(per_process, MAX_DEFAULT_WORKERS), 1)
 
 
 def one_line(err: BaseException | str) -> str:
@@ -77,20 +81,26 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n')
 
 
-def stderr_is_tty() -> bool:
+def is_terminal(stream) -> bool:
+    """Whether ``stream`` is a terminal (False for a file, a pipe, a replaced or closed stream)."""
     try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced or closed stderr
+        return stream.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
         return False
 
 
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
+def stderr_is_tty() -> bool:
+    return is_terminal(sys.stderr)
+
+
+def clock_text(seconds: float) -> str:
+    """A duration as H:MM:SS, rounded to the second (run ETAs, progress lines)."""
+    seconds = int(round(seconds))
     return f'{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}'
 
 
 class Progress:
-    """Progress of a loop over ``total`` items: a tqdm bar on a terminal, else a log line every ``interval`` s.
+    """Progress of a loop over ``total`` items: a tqdm bar on a terminal, else log lines.
 
         with Progress(len(paths), 'predict', unit='img') as progress:
             for batch in batches:
@@ -99,43 +109,57 @@ class Progress:
                 progress.write(text)     # a line on stdout that does not break the bar
 
     ``enabled``: None (default) draws the bar only when stderr is a terminal; False logs only; True forces the bar.
+    Log lines come every ``every`` items when given (and at the last one), else every ``interval`` seconds; they
+    go to ``log`` (a callable taking the line) when given, else to ``logger``. ``log_with_bar``: log lines also
+    while a bar is drawn (train.py: the bar is on the terminal, its stdout goes to a log file). ``initial``: the
+    items already done (a resumed epoch).
     """
 
     def __init__(self, total: int | None, desc: str = '', unit: str = 'it', *, enabled: bool | None = None,
-                 interval: float = 30.0, logger: logging.Logger | None = None):
-        self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
-        self.logger = logger or logging.getLogger('regzoo.progress')
-        self.count = 0
+                 interval: float = 30.0, every: int | None = None, initial: int = 0,
+                 log: Callable[[str], object] | None = None, logger: logging.Logger | None = None,
+                 log_with_bar: bool = False, leave: bool = True):
+        self.total, self.desc, self.unit, self.interval, self.every = total, desc, unit, interval, every
+        logger = logger or logging.getLogger('regzoo.progress')
+        self.log = log or (lambda line: logger.info('%s', line))
+        self.count = self._initial = initial
         self._start = self._last_log = time.monotonic()
         self._logged = False
         self.bar = None
         if enabled if enabled is not None else stderr_is_tty():
             from tqdm import tqdm
-            self.bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
+                            file=sys.stderr, leave=leave)
+        self.logs_lines = self.bar is None or log_with_bar
 
-    def update(self, n: int = 1, **postfix) -> None:
+    def update(self, n: int = 1, line: Callable[[], str] | None = None, **postfix) -> None:
+        """``n`` more items done; ``postfix`` items show on the bar and in the log line, ``line()`` (when given)
+        is the log line to write instead of ``status``."""
         self.count += n
         if self.bar is not None:
             if postfix:
                 self.bar.set_postfix(postfix, refresh=False)
             self.bar.update(n)
-            return
-        now = time.monotonic()
-        if now - self._last_log >= self.interval:
-            self._last_log, self._logged = now, True
-            self.logger.info('%s', self.status(postfix))
+        if self.logs_lines and self._line_due():
+            self._last_log, self._logged = time.monotonic(), True
+            self.log(line() if line is not None else self.status(postfix))
+
+    def _line_due(self) -> bool:
+        if self.every:
+            return self.count % self.every == 0 or self.count == self.total
+        return time.monotonic() - self._last_log >= self.interval
 
     def status(self, postfix: dict | None = None) -> str:
         """'DESC: 320/1000 img (32%), 25.1 img/s, elapsed 0:00:12, ETA 0:00:27' (plus ``postfix`` items)."""
         elapsed = time.monotonic() - self._start
-        rate = self.count / elapsed if elapsed > 0 else 0.0
+        rate = (self.count - self._initial) / elapsed if elapsed > 0 else 0.0
         done = f'{self.count}/{self.total}' if self.total else f'{self.count}'
         text = f'{self.desc}: {done} {self.unit}'
         if self.total:
             text += f' ({100 * self.count / self.total:.0f}%)'
-        text += f', {rate:.1f} {self.unit}/s, elapsed {_clock(elapsed)}'
+        text += f', {rate:.1f} {self.unit}/s, elapsed {clock_text(elapsed)}'
         if self.total and rate > 0 and self.count < self.total:
-            text += f', ETA {_clock((self.total - self.count) / rate)}'
+            text += f', ETA {clock_text((self.total - self.count) / rate)}'
         if postfix:
             text += ', ' + ', '.join(f'{k} {v}' for k, v in postfix.items())
         return text
@@ -152,9 +176,9 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif self._logged:  # a log that had progress lines gets the last one too
+        elif self._logged and not self.every:  # a time-paced log that had progress lines gets the last one too
             self._logged = False
-            self.logger.info('%s', self.status())
+            self.log(self.status())
 
     def __enter__(self) -> Progress:
         return self

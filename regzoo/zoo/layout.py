@@ -23,6 +23,7 @@ WEIGHTS_SUFFIX = '.safetensors'
 RUN_STATE_SUFFIX = '.state.pt'  # train.py's training state beside <name>.safetensors (no weights: for --resume)
 RUN_BEST, RUN_LAST, RUN_EMA = 'best', 'last', 'ema'  # the saves of a run
 RUN_BEST_FILE, RUN_LAST_FILE, RUN_EMA_FILE = (f'{n}{WEIGHTS_SUFFIX}' for n in (RUN_BEST, RUN_LAST, RUN_EMA))
+RUN_ARGS_FILE, RUN_SUMMARY_FILE = 'args.yaml', 'summary.csv'  # the run's flags and its per-epoch rows
 # its weights files, in the order a folder path picks them, and what each one is
 RUN_WEIGHTS = {RUN_BEST_FILE: 'the best epoch', RUN_LAST_FILE: 'the last epoch', RUN_EMA_FILE: 'the EMA weights'}
 # the keys of a training state (``regzoo.training.checkpoint``); a mapping holding RUN_STATE_MARKERS is one

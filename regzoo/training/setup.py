@@ -1,0 +1,216 @@
+"""The setup step of a run: from the resolved args to the run config, model, data and everything an epoch needs.
+
+Errors here are the run's start failing: nothing has been written yet (the run folder is written by
+``write_run_files`` only once this step succeeded).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from regzoo.training.args import BATCH_SENSITIVE_RECIPES, load_recipe, resolve_args
+from regzoo.training.checkpoint import run_pretrained_cfg
+from regzoo.training.components import (
+    build_model,
+    convert_sync_bn,
+    create_ema,
+    create_loss,
+    create_mixup,
+    create_optimizer,
+    create_scheduler,
+    lr_schedule,
+)
+from regzoo.training.config import RunConfig
+from regzoo.training.distributed import DistInfo, all_reduce_sum
+from regzoo.training.engine import TrainParts
+from regzoo.training.errors import TrainingInputError
+from regzoo.training.loaders import (
+    load_splits,
+    run_data_config,
+    seed_all,
+    train_loader,
+    train_sampler,
+    unreadable_images,
+    val_indices,
+    val_loader,
+)
+from regzoo.utils.files import unwritable_reason
+from regzoo.zoo.pretrained import PretrainedCfg
+
+
+SHOWN_UNREADABLE = 5  # unreadable val images named one per line; the rest are counted
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What ``--resume`` read: the weights file the model is built from and the training state."""
+    weights_path: Path
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run after its setup step: the config, the parts of an epoch and where it writes."""
+    cfg: RunConfig
+    info: DistInfo
+    parts: TrainParts
+    evaluation: torch.utils.data.DataLoader
+    run_dir: Path
+    model_cfg: PretrainedCfg        # the pretrained cfg every weights file of the run carries (config.json)
+    class_names: tuple[str, ...]
+    plan: tuple[str, ...]           # printed before the first epoch
+    resumed: Resumed | None
+
+
+def warn(message: str) -> None:
+    print(f'train.py: warning: {message}', file=sys.stderr, flush=True)
+
+
+def _resumed_dir(resume: str) -> Path:
+    p = Path(resume)
+    return p if p.is_dir() else p.parent
+
+
+def _named_run_dir(args) -> Path | None:
+    """The run folder when the args name it (--experiment, or a resumed run's own folder), else None."""
+    if args.resume and 'experiment' not in args.cli_keys and 'output' not in args.cli_keys:
+        return _resumed_dir(args.resume)  # continue in the resumed run's folder
+    return Path(args.output) / args.experiment if args.experiment else None
+
+
+def _run_dir(args, train_size: tuple[int, int]) -> Path:
+    return _named_run_dir(args) or Path(args.output) / f'{time.strftime("%Y%m%d-%H%M%S")}-{args.model}-{train_size[0]}'
+
+
+def refuse_used_run_dir(run_dir: Path | None, args, resumed: Resumed | None) -> None:
+    """A folder that already holds files is another run's: written over only with --overwrite (or continued)."""
+    if run_dir is None or args.overwrite or not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    if resumed is not None and run_dir.resolve() == _resumed_dir(args.resume).resolve():
+        return  # a resume continues in its own folder
+    raise TrainingInputError(f'run folder {run_dir} already holds files; continue that run with --resume {run_dir}, '
+                             'replace it with --overwrite, or choose a new --experiment NAME')
+
+
+def _starting_cfg(args, model, resumed: Resumed | None) -> tuple[object, str]:
+    """The eval settings the run's own default to, and where they come from (for the plan).
+
+    A resumed run keeps the ones it resolved when it started (its saved args); a run from a weight takes that
+    weight's (``model.pretrained_cfg``: the published cfg, or the config.json saved with a checkpoint);
+    otherwise there are none, and train.py's defaults apply.
+    """
+    if resumed:
+        saved = resumed.state['args']
+        if saved.get('data_config') and saved.get('train_size'):
+            data = saved['data_config']
+            return {**data, 'input_size': (data['input_size'][0], *saved['train_size']),
+                    'test_input_size': data['input_size']}, 'the resumed run'
+        return None, "train.py's defaults"
+    if args.pretrained or args.initial_checkpoint:
+        cfg = getattr(model, 'pretrained_cfg', None)
+        what = f'--initial-checkpoint {args.initial_checkpoint}' if args.initial_checkpoint else '--pretrained'
+        if cfg is not None:
+            return cfg, f'the starting weight\'s ({what})'
+        return None, f'train.py\'s defaults ({what} carries no eval settings)'
+    return None, "train.py's defaults"
+
+
+def _plan(cfg: RunConfig, model, train_set, val_set, parts: TrainParts, eval_source: str, run_dir: Path,
+          resumed: Resumed | None) -> tuple[str, ...]:
+    """What the run is about to do, printed before it starts."""
+    data = cfg.data_config
+    if resumed:
+        start = f'resuming {cfg.resume}'
+    elif cfg.initial_checkpoint:
+        start = f'from --initial-checkpoint {cfg.initial_checkpoint}'
+    elif cfg.pretrained:
+        start = f'from the pretrained weight {model.pretrained_cfg.name}'
+    else:
+        start = 'from random init'
+    size = 'x'.join(map(str, data['input_size'][1:]))
+    return (
+        f'plan ({"recipe " + cfg.recipe if cfg.recipe else "no recipe"}):',
+        f'  model     {cfg.model}, {model.num_classes} classes, {start}',
+        f'  data      {len(train_set)} train / {len(val_set)} val images in {len(train_set.classes)} classes '
+        f'({Path(cfg.data_dir) / cfg.train_split}, {Path(cfg.data_dir) / cfg.val_split})',
+        f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates, global batch '
+        f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
+        f'{cfg.weight_decay:g}',
+        f'  train     random-resized crops {"x".join(map(str, cfg.train_size))}, scale {tuple(cfg.scale)}, '
+        f'hflip {cfg.hflip}' + (f', mixup {cfg.mixup} / cutmix {cfg.cutmix}' if cfg.mixup or cfg.cutmix else '')
+        + (f', {cfg.aa}' if cfg.aa else ''),
+        f'  eval      {size}, crop_pct {data["crop_pct"]:g} ({data["crop_mode"]}), {data["interpolation"]}, '
+        f'mean {tuple(round(v, 4) for v in data["mean"])}, std {tuple(round(v, 4) for v in data["std"])}: '
+        f'{eval_source}',
+        f'  output    {run_dir}',
+    )
+
+
+def _readable_val(val_set, cfg: RunConfig, info: DistInfo) -> list[int]:
+    """This process's val images less the unreadable ones, which are reported (and counted) before epoch 0,
+    as validate.py does, instead of stopping the run after a whole epoch of training."""
+    mine = val_indices(val_set, info.world_size, info.rank)
+    bad = unreadable_images(val_set, mine, cfg.workers)
+    total = int(all_reduce_sum([float(len(bad))], info)[0])
+    if total and info.is_primary:
+        shown = list(bad.values())[:SHOWN_UNREADABLE]
+        for reason in shown:  # 'unreadable image PATH (cause); remove or replace it'
+            print(f'train.py: skipped {reason} (val split: not counted in the accuracy)', file=sys.stderr, flush=True)
+        if total > len(shown):
+            print(f'train.py: skipped unreadable images: {total - len(shown)} more in the val split',
+                  file=sys.stderr, flush=True)
+    return [i for i in mine if i not in bad]
+
+
+def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) -> Run:
+    """Resolve the args, read the data, build the model and everything an epoch touches; writes nothing."""
+    recipe_batch = load_recipe(args.recipe).get('batch_size') if args.recipe in BATCH_SENSITIVE_RECIPES else None
+    args = resolve_args(args, info.world_size, recipe_batch if info.is_primary else None)
+    if info.is_primary:  # before any data or weights load
+        reason = unwritable_reason(args.output)
+        if reason:
+            raise TrainingInputError(f'--output {args.output}: cannot write there: {reason}; choose another --output')
+        refuse_used_run_dir(_named_run_dir(args), args, resumed)
+    train_set, val_set, num_classes = load_splits(args)
+    sampler = train_sampler(train_set, args, info.rank)  # a batch too large for the data fails before any weights load
+    seed_all(args.seed)  # the same initial weights on every process
+    # the model's weights come through create_model; the rest of the training state is restored later
+    model = build_model(args, num_classes, resumed.weights_path if resumed else None)
+    # the run's data config: flags > the starting weight's eval settings > train.py's defaults
+    start_cfg, eval_source = _starting_cfg(args, model, resumed)
+    train_size, data_config = run_data_config(args, start_cfg, model.in_chans)
+    cfg = RunConfig.create(args, num_classes=num_classes, train_size=train_size, data_config=data_config.to_dict())
+    run_dir = _run_dir(cfg, train_size)
+    if info.is_primary:
+        refuse_used_run_dir(run_dir, cfg, resumed)
+    model_cfg = run_pretrained_cfg(model, model.pretrained_cfg if start_cfg is not None else None, train_size,
+                                   data_config)
+    evaluation = val_loader(val_set, cfg, _readable_val(val_set, cfg, info))
+    if cfg.sync_bn:
+        model = convert_sync_bn(model, info.device, info.distributed)
+    model = model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    optimizer = create_optimizer(model, cfg)
+    mixup = create_mixup(cfg)
+    train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == 'cuda'
+                                          else None) if info.distributed else model
+    parts = TrainParts(
+        cfg, info, model, train_model, optimizer, create_scheduler(optimizer, cfg, sampler.updates_per_epoch),
+        lr_schedule(cfg, sampler.updates_per_epoch), create_loss(cfg, mixup), mixup, create_ema(model, cfg),
+        train_loader(train_set, cfg, sampler), sampler,
+        torch.amp.GradScaler(info.device.type) if cfg.amp and cfg.amp_dtype == 'float16'
+        and info.device.type == 'cuda' else None)
+    plan = _plan(cfg, model, train_set, val_set, parts, eval_source, run_dir, resumed)
+    return Run(cfg, info, parts, evaluation, run_dir, model_cfg, tuple(train_set.classes), plan, resumed)
+
+
+def logger(info: DistInfo):
+    """print, flushed, on the primary process; nothing on the others."""
+    return functools.partial(print, flush=True) if info.is_primary else (lambda *a, **k: None)
