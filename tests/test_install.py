@@ -65,7 +65,7 @@ def test_onnx_export_without_the_export_extra(absent, dynamo, message, monkeypat
 
 
 def test_export_cli_without_onnx_exits_2_with_one_line(monkeypatch, tmp_path, capsys):
-    from regzoo.export import main
+    from regzoo.cli.export import main
     monkeypatch.setitem(sys.modules, 'onnx', None)
     out = tmp_path / 'm.onnx'
     assert main(['--model', 'regnetx_002', '--format', 'onnx', '--out', str(out), '--input-size', '32']) == 2
@@ -77,7 +77,7 @@ def test_export_cli_without_onnx_exits_2_with_one_line(monkeypatch, tmp_path, ca
 
 def test_export_cli_without_onnx_still_exports_torchscript(monkeypatch, tmp_path, capsys):
     """The extra is needed for ONNX only: the other formats work without it."""
-    from regzoo.export import main
+    from regzoo.cli.export import main
     monkeypatch.setitem(sys.modules, 'onnx', None)
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     out = tmp_path / 'm.pt'
@@ -87,7 +87,7 @@ def test_export_cli_without_onnx_still_exports_torchscript(monkeypatch, tmp_path
 
 
 def test_tables_cli_without_matplotlib_exits_2_before_writing(monkeypatch, tmp_path, capsys):
-    from regzoo.tables import main
+    from regzoo.cli.tables import main
     monkeypatch.setitem(sys.modules, 'matplotlib', None)
     assert main(['--out-dir', str(tmp_path / 'results')]) == 2
     assert capsys.readouterr().err == ("python -m regzoo.tables: error: the accuracy-vs-GFLOPs plot needs "
