@@ -113,6 +113,18 @@ def test_extras_are_declared_in_pyproject():
     assert 'regzoo[export,plot]' in extras['test']
 
 
+def test_console_scripts_run_the_cli_modules():
+    """Each console script in pyproject.toml is ``regzoo.cli.NAME:run`` of its own command."""
+    import importlib
+    tomllib = pytest.importorskip('tomllib')  # Python >= 3.11
+    scripts = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']['scripts']
+    assert set(scripts) == {f'regzoo-{n}' for n in ('train', 'validate', 'predict', 'export', 'benchmark')}
+    for script, target in scripts.items():
+        module, func = target.split(':')
+        assert (module, func) == (f'regzoo.cli.{script.removeprefix("regzoo-")}', 'run')
+        assert callable(getattr(importlib.import_module(module), func))
+
+
 # ---------------------------------------------------------------------------------- non-editable install
 
 @pytest.fixture(scope='module')
@@ -168,6 +180,14 @@ def test_installed_main_job_prints_the_zoo(installed):
     assert lines[0].startswith(f'regzoo {regzoo.__version__}: {len(regzoo.list_models())} architectures')
     assert any(line.split()[:1] == ['regnety_032'] and line.split()[-1] == '82.72' for line in lines), out.stdout
     assert 'max |logit - timm logit| with the same weights: 0.00e+00' in out.stdout
+
+
+def test_installed_console_script_runs(installed):
+    site, env, cwd = installed
+    out = subprocess.run([str(site / 'bin' / 'regzoo-predict'), '--help'], capture_output=True, text=True, env=env,
+                         cwd=cwd, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('usage: python -m regzoo.cli.predict')
 
 
 def test_installed_validate_on_a_generated_folder(installed, tmp_path):
