@@ -33,7 +33,7 @@ import regzoo
 from regzoo.data.synthetic import synthetic_batch, write_image_folder
 from regzoo.deploy.export import export_int8_onnx, onnx_runner, require_onnx
 from regzoo.deploy.quantize import quantize
-from regzoo.eval.predict import eval_transform
+from regzoo.eval.transform import eval_transform
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import describe_machine
 from regzoo.utils.timing import timed_interleaved

@@ -9,12 +9,14 @@ The package is layered; each subpackage imports only from the ones listed before
     zoo       the registry, the architecture factories, the weight table, build/load/save, converters
     analysis  complexity, design spaces, results tables
     eval      the top-k evaluation loop, validate.py's per-weight evaluation, predict (top-k labels per image)
-    deploy    export and the inference fast path
+    deploy    export, the inference fast path, int8, the benchmark's measurements
     training  train.py's recipes, loop, checkpoints and DDP
+    cli       the command lines: flags and printing over the layers above (``regzoo.cli``'s docstring lists them)
 
-Top-level modules other than this one are command lines (``python -m regzoo``, ``regzoo.validate``,
-``regzoo.export``, ``regzoo.benchmark``, ``regzoo.tables``, ``regzoo.predict``); library code never imports
-them.
+Library code (every layer but ``cli``) never imports ``cli``, nor this root package. The other top-level modules
+(``__main__``, ``train``, ``validate``, ``export``, ``benchmark``, ``tables``) are two-line aliases so that
+``python -m regzoo[.NAME]`` runs the command ``regzoo.cli.NAME``; predict has none, because ``regzoo.predict`` is
+the library function below.
 """
 from regzoo.analysis import design_space
 from regzoo.analysis.complexity import complexity, measure_complexity

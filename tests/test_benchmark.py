@@ -10,26 +10,20 @@ from helpers import randomize_bn
 
 import regzoo
 from regzoo.analysis.complexity import complexity
-from regzoo.benchmark import (
-    COLUMNS,
+from regzoo.cli.benchmark import COLUMNS, TABLE_COLUMNS, csv_path, header_lines, table_lines
+from regzoo.cli.benchmark import main as benchmark_main
+from regzoo.data.synthetic import synthetic_batch
+from regzoo.deploy.benchmarking import (
     REFERENCE,
-    TABLE_COLUMNS,
     VARIANTS,
     achieved_gflops,
-    csv_path,
     default_variants,
     fit_probe_head,
-    header_lines,
-    paired_ratio,
     pct_of_peak,
-    peak_memory_mb,
-    spread_pct,
-    table_lines,
-    timed_rounds,
 )
-from regzoo.benchmark import main as benchmark_main
-from regzoo.data.synthetic import synthetic_batch
 from regzoo.utils.machine import ISA_FLAGS, Machine, Peak, describe_machine, matmul_gflops, measure_peaks
+from regzoo.utils.profiling import peak_memory_mb
+from regzoo.utils.timing import paired_ratio, spread_pct, timed_interleaved
 
 TINY = ['--model', 'regnetx_002', '--batch-size', '2', '--img-size', '32', '--repeats', '2', '--min-seconds', '0',
         '--warmup', '1', '--latency-repeats', '1', '--peak-size', '128', '--memory-format', 'channels_last',
@@ -106,13 +100,13 @@ def test_derived_numbers():
         paired_ratio([1.0], [1.0, 2.0])  # rounds of one run only
 
 
-def test_timed_rounds_rotates_the_order_and_honours_min_rounds():
+def test_timed_interleaved_rotates_the_order_and_honours_repeats_and_min_seconds():
     calls = []
     steps = {k: (lambda k=k: calls.append(k)) for k in 'abc'}
-    times = timed_rounds(steps, min_rounds=3, warmup=1)
+    times = timed_interleaved(steps, 3, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {'a': 3, 'b': 3, 'c': 3}
     assert calls == list('abc') + list('abc') + list('bca') + list('cab')  # warm-up, then rotated rounds
-    times = timed_rounds({'a': lambda: None}, min_rounds=1, min_seconds=0.05, warmup=0)
+    times = timed_interleaved({'a': lambda: None}, 1, warmup=0, min_seconds=0.05)
     assert len(times['a']) > 1  # kept going until the minimum time
 
 
@@ -146,7 +140,8 @@ def test_csv_path_starts_a_new_file_when_the_columns_changed(tmp_path):
 
 
 def test_tiny_real_run_writes_consistent_rows(tmp_path, capsys):
-    rows = benchmark_main([*TINY, '--out-dir', str(tmp_path)])
+    # the fp32 variants named: which run by default depends on the CPU (test_variant_table_defaults covers that)
+    rows = benchmark_main([*TINY, '--variants', 'timm,regzoo,regzoo-opt', '--out-dir', str(tmp_path)])
     out = capsys.readouterr().out
     assert [r['variant'] for r in rows] == ['timm', 'regzoo', 'regzoo-opt']
     assert out.startswith('cpu: ') and 'peak float32: ' in out and 'allocator: default' in out

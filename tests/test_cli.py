@@ -26,14 +26,14 @@ from regzoo.zoo.loading import CheckpointError, describe_file
 ROOT = Path(__file__).resolve().parents[1]
 CLIS = {
     'validate': [str(ROOT / 'validate.py')],
-    'predict': ['-m', 'regzoo.predict'],
+    'predict': ['-m', 'regzoo.cli.predict'],
     'export': ['-m', 'regzoo.export'],
     'benchmark': ['-m', 'regzoo.benchmark'],
     'train': [str(ROOT / 'train.py')],
 }
 # placeholders in argv and messages: {tmp} the test's folder, {data} a small image folder, {splits} one with
 # train/ and val/; '...' in a message matches anything
-P, V, E, B = 'python -m regzoo.predict', 'validate.py', 'python -m regzoo.export', 'python -m regzoo.benchmark'
+P, V, E, B = 'python -m regzoo.cli.predict', 'validate.py', 'python -m regzoo.export', 'python -m regzoo.benchmark'
 TEXT_FILE = ('the file is a text file, 19 bytes; it is not a weights file regzoo reads')
 HTML_FILE = ('the file is an HTML page (a web page saved in place of the file, e.g. a login or error page), 49 bytes; '
              'it is not a weights file regzoo reads')
@@ -184,7 +184,7 @@ def _pattern(message: str, files: dict) -> str:
 
 @pytest.mark.parametrize('cli, argv, env, message', ROWS, ids=[f'{r[0]}-{i}' for i, r in enumerate(ROWS)])
 def test_expected_errors_are_one_line_and_exit_2(cli, argv, env, message, files):
-    if cli == 'train' and 'TrainingInputError' not in (ROOT / 'train.py').read_text():
+    if cli == 'train' and 'TrainingInputError' not in (ROOT / 'regzoo' / 'cli' / 'train.py').read_text():
         pytest.skip("train.py's error handling is not in this tree yet")
     out = _run(cli, argv, env, files)
     lines = out.stderr.splitlines()
@@ -210,7 +210,7 @@ def test_bad_input_is_one_error_line_and_exit_2(cli, argv, message, files):
     assert re.fullmatch(_pattern(message, files), errors[0]), errors[0]
 
 
-@pytest.mark.parametrize('module', ['regzoo.predict', 'regzoo.benchmark'])
+@pytest.mark.parametrize('module', ['regzoo.cli.predict', 'regzoo.benchmark'])
 def test_help_loads_neither_timm_nor_torchvision(module, tmp_path):
     code = ('import runpy, sys, atexit; sys.argv = [{m!r}, "--help"]; atexit.register(lambda: sys.stderr.write('
             '"LOADED=" + repr(sorted(m for m in ("timm", "torchvision") if m in sys.modules)) + "\\n")); '
@@ -252,8 +252,8 @@ def test_run_cli_and_one_line(capsys):
 
 def test_default_workers_are_the_available_cpus_up_to_8():
     from regzoo.eval.evaluate import EvalOptions
-    from regzoo.predict import build_parser as predict_parser
-    from regzoo.validate import build_parser as validate_parser
+    from regzoo.cli.predict import build_parser as predict_parser
+    from regzoo.cli.validate import build_parser as validate_parser
     expected = min(len(os.sched_getaffinity(0)), 8)
     assert default_workers() == expected
     assert validate_parser().parse_args(['--data-dir', 'x', '--model', 'y']).workers == expected
@@ -262,7 +262,7 @@ def test_default_workers_are_the_available_cpus_up_to_8():
 
 
 def test_benchmark_writes_to_an_untracked_folder_by_default(tmp_path):
-    from regzoo.benchmark import parse_args
+    from regzoo.cli.benchmark import parse_args
     out_dir = parse_args(['--model', 'regnetx_002']).out_dir
     assert out_dir == Path('output/benchmark') and not out_dir.is_absolute()
     ignored = subprocess.run(['git', 'check-ignore', '-q', str(out_dir / 'benchmark-host-2026-01-01.csv')],

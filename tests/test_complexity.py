@@ -173,7 +173,7 @@ def _check_table(rows: list[dict]):
 
 
 def test_results_written_cover_registry(tmp_path):
-    from regzoo.tables import write_results
+    from regzoo.analysis.tables import write_results
     paths = write_results(tmp_path)
     with open(paths['csv']) as f:
         _check_table(list(csv.DictReader(f)))

@@ -14,7 +14,7 @@ from helpers import buildable, randomize_bn
 
 import regzoo
 from regzoo.deploy.export import FORMATS, ONNX_INLINE_BYTES, export_model, tensor_bytes, write_onnx_atomically
-from regzoo.export import main
+from regzoo.cli.export import main
 
 SUBSET = ('regnetx_002', 'regnety_032', 'regnetx_004_tv', 'regnety_160')
 INPUT = (3, 64, 64)

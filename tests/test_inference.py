@@ -1,5 +1,8 @@
 """optimize_for_inference: outputs equal the original's (and timm's), no grad, eval-only, input checks, dtype='auto'."""
 import copy
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -19,8 +22,8 @@ from regzoo.deploy.inference import (
     fold_bn,
     measure_dtype,
     optimize_for_inference,
-    top1_agreement,
 )
+from regzoo.eval.loop import top1_agreement
 
 ARCHS = ['regnetx_002', 'regnety_002', 'regnety_004']
 FORMATS = ['channels_last', 'contiguous']
@@ -124,6 +127,22 @@ def test_training_mode_model_is_copied_to_eval_with_warning(inputs):
     fast.eval()  # allowed
 
 
+def test_auto_memory_format_writes_nothing_without_a_cache_path(tmp_path, inputs):
+    """No hidden state: under a fresh HOME (and cache variables pointing into it) a default call leaves no file."""
+    home = tmp_path / 'home'
+    home.mkdir()
+    code = ('import torch, regzoo\n'
+            'torch.manual_seed(0)\n'
+            "m = regzoo.create_model('regnetx_002', num_classes=10).eval()\n"
+            "fast = regzoo.optimize_for_inference(m, memory_format='auto', example_input=torch.randn(1, 3, 32, 32))\n"
+            'print(fast.memory_format)\n')
+    env = {**os.environ, 'HOME': str(home), 'XDG_CACHE_HOME': str(home / '.cache'), 'REGZOO_CACHE': ''}
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert 'torch.' in out.stdout
+    assert [p for p in home.rglob('*')] == []
+
+
 def test_auto_memory_format_measures_once_then_uses_the_cache(tmp_path, inputs):
     model = _model('regnetx_002')
     cache = tmp_path / 'fmt.json'
@@ -193,7 +212,7 @@ def test_dtype_auto_real_call(inputs, caplog):
 
 def test_measure_dtype_times_and_compares_for_real(inputs):
     """The measuring branch, run on any CPU by declaring bf16 native (it then runs on whatever kernels exist)."""
-    from regzoo.benchmark import fit_probe_head
+    from regzoo.deploy.benchmarking import fit_probe_head
     model = _model('regnetx_002')
     fit_probe_head(model, *synthetic_batch(64, 64, seed=1), batch_size=32)  # predictions follow the image classes
     images = synthetic_batch(16, 64, seed=3)[0]

@@ -65,7 +65,7 @@ def test_onnx_export_without_the_export_extra(absent, dynamo, message, monkeypat
 
 
 def test_export_cli_without_onnx_exits_2_with_one_line(monkeypatch, tmp_path, capsys):
-    from regzoo.export import main
+    from regzoo.cli.export import main
     monkeypatch.setitem(sys.modules, 'onnx', None)
     out = tmp_path / 'm.onnx'
     assert main(['--model', 'regnetx_002', '--format', 'onnx', '--out', str(out), '--input-size', '32']) == 2
@@ -77,7 +77,7 @@ def test_export_cli_without_onnx_exits_2_with_one_line(monkeypatch, tmp_path, ca
 
 def test_export_cli_without_onnx_still_exports_torchscript(monkeypatch, tmp_path, capsys):
     """The extra is needed for ONNX only: the other formats work without it."""
-    from regzoo.export import main
+    from regzoo.cli.export import main
     monkeypatch.setitem(sys.modules, 'onnx', None)
     monkeypatch.setitem(sys.modules, 'onnxruntime', None)
     out = tmp_path / 'm.pt'
@@ -87,7 +87,7 @@ def test_export_cli_without_onnx_still_exports_torchscript(monkeypatch, tmp_path
 
 
 def test_tables_cli_without_matplotlib_exits_2_before_writing(monkeypatch, tmp_path, capsys):
-    from regzoo.tables import main
+    from regzoo.cli.tables import main
     monkeypatch.setitem(sys.modules, 'matplotlib', None)
     assert main(['--out-dir', str(tmp_path / 'results')]) == 2
     assert capsys.readouterr().err == ("python -m regzoo.tables: error: the accuracy-vs-GFLOPs plot needs "
@@ -111,6 +111,18 @@ def test_extras_are_declared_in_pyproject():
     assert names['export'] == {'onnx', 'onnxruntime', 'onnxscript'}
     assert names['plot'] == {'matplotlib'}
     assert 'regzoo[export,plot]' in extras['test']
+
+
+def test_console_scripts_run_the_cli_modules():
+    """Each console script in pyproject.toml is ``regzoo.cli.NAME:run`` of its own command."""
+    import importlib
+    tomllib = pytest.importorskip('tomllib')  # Python >= 3.11
+    scripts = tomllib.loads((REPO / 'pyproject.toml').read_text())['project']['scripts']
+    assert set(scripts) == {f'regzoo-{n}' for n in ('train', 'validate', 'predict', 'export', 'benchmark')}
+    for script, target in scripts.items():
+        module, func = target.split(':')
+        assert (module, func) == (f'regzoo.cli.{script.removeprefix("regzoo-")}', 'run')
+        assert callable(getattr(importlib.import_module(module), func))
 
 
 # ---------------------------------------------------------------------------------- non-editable install
@@ -168,6 +180,14 @@ def test_installed_main_job_prints_the_zoo(installed):
     assert lines[0].startswith(f'regzoo {regzoo.__version__}: {len(regzoo.list_models())} architectures')
     assert any(line.split()[:1] == ['regnety_032'] and line.split()[-1] == '82.72' for line in lines), out.stdout
     assert 'max |logit - timm logit| with the same weights: 0.00e+00' in out.stdout
+
+
+def test_installed_console_script_runs(installed):
+    site, env, cwd = installed
+    out = subprocess.run([str(site / 'bin' / 'regzoo-predict'), '--help'], capture_output=True, text=True, env=env,
+                         cwd=cwd, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith('usage: python -m regzoo.cli.predict')
 
 
 def test_installed_validate_on_a_generated_folder(installed, tmp_path):

@@ -4,8 +4,8 @@ LAYERS below is the one statement of the layer order; ``regzoo/__init__.py``'s d
 order and a test checks that the two agree. Rules:
 
 (a) a subpackage imports only from its own layer or an earlier one;
-(b) library code (anything inside a subpackage) never imports a top-level command-line module
-    (``regzoo/*.py`` other than ``__init__``) nor the root package ``regzoo`` itself;
+(b) library code (any subpackage but ``cli``) never imports a command-line module (``regzoo/cli/``, the top
+    layer, or the ``regzoo/*.py`` aliases of its commands) nor the root package ``regzoo`` itself;
 (c) no import cycle between modules, counting imports inside functions.
 
 Third-party imports are not edges here; `test_import_regzoo_skips_heavy_libraries` covers those.
@@ -23,7 +23,8 @@ import pytest
 
 import regzoo
 
-LAYERS = ('utils', 'models', 'data', 'zoo', 'analysis', 'eval', 'deploy', 'training')
+LAYERS = ('utils', 'models', 'data', 'zoo', 'analysis', 'eval', 'deploy', 'training', 'cli')
+CLI_LAYER = LAYERS[-1]  # the command lines: nothing imports them
 PACKAGE_DIR = Path(regzoo.__file__).parent
 HEAVY = ('timm', 'torchvision', 'transformers', 'matplotlib', 'onnx', 'onnxruntime', 'onnxscript',
          'huggingface_hub', 'yaml')  # not tqdm: torch.hub imports it
@@ -106,15 +107,16 @@ def check_layers(root: Path, layers: tuple[str, ...] = LAYERS) -> list[str]:
     modules = module_names(root)
     top = root.name
     subpackages = {p.name for p in root.iterdir() if (p / '__init__.py').is_file()}
-    clis = {name for name, path in modules.items() if name.count('.') == 1 and path.parent == root}
+    clis = {name for name, path in modules.items()
+            if (name.count('.') == 1 and path.parent == root) or name.split('.')[1:2] == [CLI_LAYER]}
     problems = [f'{root.name}/{sub}/ is not in the layer order {layers}; add it to LAYERS in tests/test_layers.py'
                 for sub in sorted(subpackages - set(layers))]
     rank = {layer: i for i, layer in enumerate(layers)}
     edges = import_graph(root)
     for e in edges:
         src = e.importer.split('.')
-        if len(src) < 2 or src[1] not in subpackages:
-            continue  # the root package and the CLI modules may import anything below them
+        if len(src) < 2 or src[1] not in subpackages or src[1] == CLI_LAYER:
+            continue  # the root package and the command lines may import anything below them
         dst = e.imported.split('.')
         if e.imported == top:
             problems.append(f'{e}: library code must not import the root package; import the defining module')
@@ -193,7 +195,7 @@ def _fake_package(tmp_path: Path, files: dict[str, str]) -> Path:
     for sub in ('', *LAYERS):
         (root / sub).mkdir(parents=True, exist_ok=True)
         (root / sub / '__init__.py').write_text('')
-    (root / 'cli.py').write_text('')
+    (root / 'alias.py').write_text('')
     for rel, text in files.items():
         (root / rel).write_text(text)
     return root
@@ -204,7 +206,8 @@ def test_checker_passes_a_clean_fake_package(tmp_path):
         'models/x.py': 'from pkg.utils import helpers\n',
         'utils/helpers.py': 'import os\n',
         'zoo/y.py': 'from ..models import x\nfrom pkg.models.x import helpers\n',
-        'cli.py': 'import pkg.zoo.y\n',
+        'alias.py': 'import pkg.cli.c\n',
+        'cli/c.py': 'import pkg.zoo.y\n',
     })
     assert check_layers(root) == []
 
@@ -217,7 +220,7 @@ def test_checker_reports_a_lazy_back_edge(tmp_path):
     })
     assert check_layers(root) == [
         "pkg/models/x.py:2: pkg.models.x imports pkg.zoo.y: layer 'models' must not import the later layer 'zoo' "
-        "(order: utils < models < data < zoo < analysis < eval < deploy < training)"]
+        "(order: utils < models < data < zoo < analysis < eval < deploy < training < cli)"]
 
 
 def test_checker_reports_a_relative_back_edge(tmp_path):
@@ -227,13 +230,16 @@ def test_checker_reports_a_relative_back_edge(tmp_path):
 
 
 def test_checker_reports_imports_of_cli_and_root(tmp_path):
-    root = _fake_package(tmp_path, {'eval/e.py': 'import pkg.cli\nimport pkg\n'})
+    root = _fake_package(tmp_path, {'eval/e.py': 'import pkg.alias\nimport pkg\nfrom pkg.cli import c\n',
+                                    'cli/c.py': ''})
     problems = check_layers(root)
     assert problems == [
-        'pkg/eval/e.py:1: pkg.eval.e imports pkg.cli: library code must not import a command-line module; '
+        'pkg/eval/e.py:1: pkg.eval.e imports pkg.alias: library code must not import a command-line module; '
         'move the shared code into a layer',
         'pkg/eval/e.py:2: pkg.eval.e imports pkg: library code must not import the root package; '
-        'import the defining module']
+        'import the defining module',
+        'pkg/eval/e.py:3: pkg.eval.e imports pkg.cli.c: library code must not import a command-line module; '
+        'move the shared code into a layer']
 
 
 def test_checker_reports_a_cycle_inside_one_layer(tmp_path):
@@ -276,8 +282,11 @@ def test_constants_written_out_instead_of_importing_timm_agree_with_timm():
 @pytest.mark.parametrize('argv', [
     ['-m', 'regzoo.validate', '--help'],
     ['-m', 'regzoo.export', '--help'],
+    ['-m', 'regzoo.cli.predict', '--help'],
+    ['-m', 'regzoo.benchmark', '--help'],
+    ['-m', 'regzoo.train', '--help'],
     [str(PACKAGE_DIR.parent / 'train.py'), '--help'],
-], ids=['validate', 'export', 'train'])
+], ids=['validate', 'export', 'predict', 'benchmark', 'train', 'train.py'])
 def test_cli_help_skips_timm_and_torchvision(argv, tmp_path):
     """Printing a command line's --help loads neither timm nor torchvision (checked in the same process)."""
     script = ('import runpy, sys; sys.argv = {argv!r}; '

@@ -1,4 +1,4 @@
-"""Predict: the packaged ImageNet labels, ``regzoo.predict`` and ``python -m regzoo.predict``, the README example.
+"""Predict: the packaged ImageNet labels, ``regzoo.predict`` and ``python -m regzoo.cli.predict``, the README example.
 
 The fine-tuned case is a checkpoint folder whose config.json names its classes (timm's top-level
 ``label_names``, as a train.py run writes them) in an order other than the sorted folders, with a head fitted
@@ -25,23 +25,19 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import regzoo
-from regzoo.benchmark import fit_probe_head
 from regzoo.data.datasets import load_rgb
 from regzoo.data.labels import label_descriptions, label_names
 from regzoo.data.synthetic import synthetic_image, write_image_folder
-from regzoo.eval.predict import (
-    Prediction,
-    checkpoint_label_names,
-    eval_transform,
-    find_images,
-)
+from regzoo.deploy.benchmarking import fit_probe_head
+from regzoo.eval.predict import Prediction, checkpoint_label_names, find_images
+from regzoo.eval.transform import eval_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ['tulip', 'daisy', 'rose']  # the classifier's order; the folders sort as daisy, rose, tulip
 
 
 def _run(*argv: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'regzoo.predict', *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, '-m', 'regzoo.cli.predict', *argv], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=300)
 
 
@@ -135,7 +131,7 @@ def test_cli_json_parses_and_unreadable_images_are_skipped(finetuned, tmp_path):
     # nothing readable at all: exit 2, one error line after the report of the skipped image
     out = _run(str(bad), '--model', 'regnetx_002', '--checkpoint', str(ckpt))
     assert out.returncode == 2
-    assert out.stderr.splitlines()[-1] == 'python -m regzoo.predict: error: none of the 1 image(s) could be read'
+    assert out.stderr.splitlines()[-1] == 'python -m regzoo.cli.predict: error: none of the 1 image(s) could be read'
 
 
 def test_cli_on_a_train_py_run_folder(tmp_path):
@@ -193,11 +189,20 @@ def test_one_channel_models_read_greyscale(finetuned):
     assert [p.label for p in preds] == [str(i) for i in expected.indices[0].tolist()]  # no names: indices
 
 
-def test_callable_after_the_cli_module_is_imported(finetuned):
-    """``import regzoo.predict`` (the command line) rebinds the package attribute; calling it still predicts."""
-    import regzoo.predict as cli
+def test_regzoo_predict_stays_the_function_after_every_submodule_is_imported(finetuned):
+    """``regzoo.predict`` is the library function; the command line is ``regzoo.cli.predict`` (no module named
+    ``regzoo.predict`` exists to shadow it), so importing every submodule leaves it a plain function that predicts."""
+    import importlib
+    import pkgutil
+    import types
+
+    from regzoo.eval.predict import predict
+    for info in pkgutil.walk_packages(regzoo.__path__, 'regzoo.'):
+        importlib.import_module(info.name)
+    assert regzoo.predict is predict and isinstance(regzoo.predict, types.FunctionType)
+    package = Path(regzoo.__file__).parent
+    assert not (package / 'predict.py').exists() and not (package / 'predict').exists()
     images, ckpt = finetuned
-    assert callable(regzoo.predict) and hasattr(cli, 'main')
     model = regzoo.create_model('regnetx_002', checkpoint_path=ckpt)
     [preds] = regzoo.predict(model, sorted((images / 'tulip').iterdir())[0], topk=1, labels=CLASSES)
     assert preds[0].label == 'tulip'
@@ -271,7 +276,7 @@ def test_readme_classify_example_runs(imagenet_weight, tmp_path, monkeypatch, ca
 # ---------------------------------------------------------------------------------- --fast / --int8 / --output
 
 def _predict_main(capsys, *argv: str) -> tuple[int, str, str]:
-    from regzoo.predict import main
+    from regzoo.cli.predict import main
     try:
         rc = main(list(argv))
     except SystemExit as e:  # argparse's own errors

@@ -20,9 +20,11 @@ from helpers import learnable_splits, max_rel_diff, randomize_bn
 from safetensors.torch import save_file
 
 import regzoo
-from regzoo.benchmark import fit_probe_head
+from regzoo.deploy.benchmarking import fit_probe_head
 from regzoo.data.datasets import load_rgb
-from regzoo.eval.predict import eval_transform, find_images
+from regzoo.eval.predict import find_images
+from regzoo.eval.loop import top1_matches
+from regzoo.eval.transform import eval_transform
 from regzoo.utils.extras import MissingExtraError
 from regzoo.utils.machine import describe_machine
 
@@ -30,7 +32,7 @@ pytest.importorskip('torchao', reason="int8 quantization needs the [quantize] ex
 
 from regzoo.deploy.export import export_int8_onnx  # noqa: E402
 from regzoo.deploy.quantize import QuantizedModel, calibration_batches, fold_batchnorm, quantize  # noqa: E402
-from regzoo.export import main as export_main  # noqa: E402
+from regzoo.cli.export import main as export_main  # noqa: E402
 
 CLASSES = 6
 ARCH = 'regnety_002'
@@ -76,7 +78,8 @@ def reference(setup) -> QuantizedModel:
 
 
 def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.argmax(1) == b.argmax(1)).float().mean().item()
+    """Fraction of rows of two logit batches with one top-1 class."""
+    return top1_matches(a, b) / len(a)
 
 
 def rel_error(got: torch.Tensor, expected: torch.Tensor) -> float:

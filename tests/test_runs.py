@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 import regzoo
 from regzoo.data.transforms import DataConfig
 from regzoo.utils.files import atomic_write, umask
-from regzoo.validate import main as validate_main
+from regzoo.cli.validate import main as validate_main
 from regzoo.zoo.loading import CheckpointError, read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,7 +191,7 @@ def test_readme_finetune_example_runs_as_written(tmp_path):
     commands = _readme_block('tests/test_runs.py runs the next block as written')
     assert [c.split()[:3] for c in commands] == [
         ['python', 'train.py', '--recipe'], ['python', 'validate.py', '--checkpoint'],
-        ['python', '-m', 'regzoo.predict'], ['python', '-m', 'regzoo.export']]
+        ['python', '-m', 'regzoo.cli.predict'], ['python', '-m', 'regzoo.export']]
     learnable_splits(tmp_path / 'flowers', classes=5, train=6, val=3, size=(40, 72), seed=2)
     regzoo.save_pretrained(regzoo.create_model('regnetx_002'), tmp_path / 'my_regnetx_002', format='timm')
     outputs = []

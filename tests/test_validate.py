@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 import regzoo
 from regzoo.data.labels import label_names
-from regzoo.validate import build_parser, main, validate
+from regzoo.cli.validate import build_parser, main, validate
 from regzoo.zoo.metrics import load_published
 from regzoo.zoo.pretrained import WEIGHTS
 
@@ -322,12 +322,12 @@ def test_fast_and_int8_rows_beside_the_fp32_row(trained, tmp_path, capsys):
 
 
 def test_top1_agreement_counts_images_whose_top1_matches():
-    from regzoo.eval.evaluate import top1_agreement
+    from regzoo.eval.loop import predictions_top1_agreement
     fp32 = [(0, (1, 2)), (1, (1, 0)), (2, (0, 2)), (0, (2, 1))]
     other = [(0, (1, 0)), (1, (0, 1)), (2, (0, 1)), (0, (1, 2))]
-    assert top1_agreement(fp32, other) == 50.0
+    assert predictions_top1_agreement(other, fp32) == 0.5
     with pytest.raises(ValueError):  # runs over different images are not comparable
-        top1_agreement(fp32, other[:3])
+        predictions_top1_agreement(other[:3], fp32)
 
 
 @pytest.mark.parametrize('argv, message', [

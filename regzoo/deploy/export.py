@@ -31,6 +31,8 @@ from regzoo.deploy.quantize import (
     calibration_batches,
     quantize,
 )
+from regzoo.eval.loop import top1_matches
+from regzoo.eval.transform import eval_transform
 from regzoo.utils.extras import require
 from regzoo.utils.files import atomic_write
 
@@ -220,11 +222,6 @@ def export_int8_onnx(qmodel: QuantizedModel, path: str | Path, opset: int = 18) 
     return onnx_runner(ort, path)
 
 
-def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> int:
-    """How many rows of two logit batches have the same top-1 class."""
-    return int((a.argmax(-1) == b.argmax(-1)).sum())
-
-
 @dataclass(frozen=True)
 class Int8ExportReport:
     """An int8 ONNX export and how its top-1 classes agree with the PyTorch int8 and fp32 models on ``images``."""
@@ -273,7 +270,6 @@ def export_int8(
                          '(num_classes > 0)')
     model = model.eval()
     if transform is None and any(isinstance(s, (str, os.PathLike)) for s in (calibration_images, check_images)):
-        from regzoo.eval.predict import eval_transform
         transform = eval_transform(model)
     qmodel = quantize(model, calibration_images, backend, max_images=max_images, transform=transform,
                       reduce_range=reduce_range)
@@ -287,9 +283,9 @@ def export_int8(
         for x in calibration_batches(source, transform, max_images=None):
             fp32, int8, onnx = model(x), qmodel(x), runner(x)[0]
             n += len(x)
-            same_onnx += top1_agreement(onnx, int8)
-            same_int8 += top1_agreement(int8, fp32)
-            same_onnx_fp32 += top1_agreement(onnx, fp32)
+            same_onnx += top1_matches(onnx, int8)
+            same_int8 += top1_matches(int8, fp32)
+            same_onnx_fp32 += top1_matches(onnx, fp32)
             worst = max(worst, (onnx - int8).abs().max().item())
     if n == 0:  # e.g. a one-shot iterator, used up by the calibration
         raise ValueError('no images to measure the agreement on: pass check_images (a folder, tensor or loader)')

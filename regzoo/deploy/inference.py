@@ -18,7 +18,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import statistics
 import warnings
 from collections.abc import Callable
@@ -30,10 +29,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from regzoo.data.synthetic import synthetic_batch
+from regzoo.eval.loop import top1_agreement
 from regzoo.models.layers import ConvNormAct, SqueezeExcite
 from regzoo.models.regnet import Bottleneck
 from regzoo.utils.files import atomic_write
-from regzoo.utils.machine import cpu_name
+from regzoo.utils.machine import bf16_native, cpu_name
 from regzoo.utils.timing import device_synchronizer, timed_interleaved
 
 # nn activation type -> (oneDNN post-op name, eager function)
@@ -65,16 +65,19 @@ def _eager_act(name: str):
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight and bias of the conv that equals ``bn(conv(x))`` in eval mode (computed in float64)."""
+    """Weight and bias of the conv that equals ``bn(conv(x))`` in eval mode: torch's ``fuse_conv_bn_weights``,
+    fed float64 copies and cast back, because torch computes in the weight's dtype and the float32 rounding of
+    ``gamma / sqrt(var + eps)`` would add up to 1 ulp of error per weight on top of the conv's own."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(f'cannot fold {bn!r}: it has no running stats (track_running_stats=False)')
-    var, mean = bn.running_var.double(), bn.running_mean.double()
-    gamma = bn.weight.double() if bn.weight is not None else torch.ones_like(var)
-    beta = bn.bias.double() if bn.bias is not None else torch.zeros_like(var)
-    scale = gamma / torch.sqrt(var + bn.eps)
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(var)
-    weight = conv.weight.double() * scale.reshape(-1, 1, 1, 1)
-    return weight.to(conv.weight.dtype), ((bias - mean) * scale + beta).to(conv.weight.dtype)
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def f64(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t.detach().double()
+
+    weight, bias = fuse_conv_bn_weights(f64(conv.weight), f64(conv.bias), f64(bn.running_mean), f64(bn.running_var),
+                                        bn.eps, f64(bn.weight), f64(bn.bias))
+    return weight.detach().to(conv.weight.dtype), bias.detach().to(conv.weight.dtype)
 
 
 class FusedConv(nn.Module):
@@ -262,20 +265,6 @@ def choose_dtype(bf16_native: bool, fp32_ms: float | None = None, bf16_ms: float
     return DtypeChoice('bfloat16', f'{speed} ({fp32_ms / bf16_ms:.2f}x), {agrees} >= {min_agreement}', **measured)
 
 
-def top1_agreement(model: nn.Module, reference: nn.Module, images: torch.Tensor, batch_size: int) -> float:
-    """Share of ``images`` on which ``model`` and ``reference`` predict the same top-1 class."""
-    with torch.no_grad():
-        same = sum((model(x).argmax(1) == reference(x).argmax(1)).sum().item() for x in images.split(batch_size))
-    return same / len(images)
-
-
-def _bf16_native(device: torch.device) -> bool:
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
-    return device.type == 'cpu' and torch.backends.mkldnn.is_available() and \
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
 def measure_dtype(build: Callable[[torch.dtype], InferenceModel], x: torch.Tensor, images: torch.Tensor | None,
                   in_chans: int, bf16_native: bool, repeats: int = 5) -> tuple[DtypeChoice, InferenceModel | None]:
     """dtype='auto''s measurement: fp32 and bf16 builds timed on ``x``, their top-1 agreement on ``images``.
@@ -318,19 +307,15 @@ def _cache_key(model: nn.Module, fuse_bn: bool, dtype: torch.dtype, shape: tuple
                               torch.get_num_threads(), arch, fuse_bn, dtype, tuple(shape))))
 
 
-def default_cache_path() -> Path:
-    root = os.environ.get('REGZOO_CACHE') or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'regzoo'
-    return Path(root) / 'memory-format.json'
-
-
 def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, dtype: torch.dtype,
                            device: torch.device, x: torch.Tensor, cache_path: str | Path | None) -> str:
-    """``memory_format``, or for 'auto' the faster one on ``x``: from the cache, else measured (and cached)."""
+    """``memory_format``, or for 'auto' the faster one on ``x``: measured, or read from / written to the JSON file
+    ``cache_path`` when the caller gives one (nothing is read or written otherwise)."""
     if memory_format != 'auto':
         return memory_format
     x = x.to(device=device, dtype=dtype)
     key = _cache_key(model, fuse_bn, dtype, tuple(x.shape))
-    path = default_cache_path() if cache_path == 'default' else cache_path and Path(cache_path)
+    path = Path(cache_path) if cache_path is not None else None
     cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
     if key in cache:
         return cache[key]
@@ -347,7 +332,7 @@ def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, 
 def optimize_for_inference(
         model: nn.Module, *, fuse_bn: bool = True, memory_format: str | torch.memory_format = 'auto',
         dtype: str | torch.dtype | None = None, compile: bool = False, example_input: torch.Tensor | None = None,
-        cache_path: str | Path | None = 'default', calibration_images: torch.Tensor | None = None,
+        cache_path: str | Path | None = None, calibration_images: torch.Tensor | None = None,
 ) -> InferenceModel:
     """An eval-only, no-grad copy of ``model`` that runs faster; ``model`` itself is not changed.
 
@@ -357,9 +342,8 @@ def optimize_for_inference(
         fuse_bn: fold each BN into the conv before it and fuse conv+bias+act(+residual add) into
             single oneDNN calls on CPU. ``False`` keeps the modules (memory format / dtype only).
         memory_format: 'channels_last', 'contiguous', or 'auto': time both on ``example_input``
-            (default: batch 8 at 224x224) and keep the faster; the choice is cached in a JSON file
-            (``cache_path``; ``None`` to not cache) keyed by torch version, CPU, threads, arch, dtype
-            and input shape, so later calls are instant and deterministic.
+            (default: batch 8 at 224x224) and keep the faster. Measured on every call unless ``cache_path``
+            names a JSON file to keep choices in.
         dtype: None / 'float32', 'bfloat16' (weights and activations; outputs come back in the input's
             dtype; fast only where oneDNN has native bf16: AVX512-BF16 / AMX / AVX-NE-CONVERT), or 'auto':
             bf16 only where it is native, measured faster than fp32 on ``example_input`` *and* its top-1
@@ -368,7 +352,9 @@ def optimize_for_inference(
         compile: also ``torch.compile`` the fused model (inductor, with weight freezing); the first call
             compiles, which takes a while.
         example_input: the input 'auto' formats and dtypes are timed on; its batch size and resolution matter.
-        cache_path: the memory-format cache file; 'default' is ``$REGZOO_CACHE`` or ``~/.cache/regzoo``.
+        cache_path: a JSON file of memory-format choices keyed by torch version, CPU, threads, arch, dtype and
+            input shape: read first, the new choice added, so later calls are instant and repeat the same choice.
+            None (default): nothing is read or written; the result depends on this call's timing only.
         calibration_images: the (N, C, H, W) model inputs dtype='auto' measures top-1 agreement on; default
             32 generated images (``regzoo.data.synthetic.synthetic_batch``, seed 0) at ``example_input``'s size.
             Use images of your own domain: a model with an untrained head predicts one class for every
@@ -397,11 +383,11 @@ def optimize_for_inference(
 
     chosen = None
     if dtype == 'auto':
-        choice, chosen = measure_dtype(build, x.to(device), calibration_images, in_chans, _bf16_native(device))
+        choice, chosen = measure_dtype(build, x.to(device), calibration_images, in_chans, bf16_native(device))
         _LOGGER.info("optimize_for_inference: dtype='auto' chose %s: %s", choice.dtype, choice.reason)
     else:
         choice = DtypeChoice(str(DTYPES[dtype]).removeprefix('torch.'), f'requested (dtype={dtype!r})')
-        if DTYPES[dtype] == torch.bfloat16 and not _bf16_native(device):
+        if DTYPES[dtype] == torch.bfloat16 and not bf16_native(device):
             warnings.warn('optimize_for_inference: this CPU has no native bfloat16 support in oneDNN '
                           '(AVX512-BF16 / AMX / AVX-NE-CONVERT); bfloat16 will run on slow fallback kernels',
                           stacklevel=2)

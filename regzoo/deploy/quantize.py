@@ -248,7 +248,7 @@ def quantize(
     if reduce_range is None:
         reduce_range = default_reduce_range()
     if isinstance(calibration_images, (str, os.PathLike)) and transform is None:
-        from regzoo.eval.predict import eval_transform
+        from regzoo.eval.transform import eval_transform
         transform = eval_transform(model)
     float_model = fold_batchnorm(model)
     batches = calibration_batches(calibration_images, transform, batch_size=batch_size, max_images=max_images,

@@ -12,7 +12,6 @@ does not import the deploy layer that makes them: the caller passes the ``Varian
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ import torch
 import torch.nn as nn
 
 from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
-from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
-from regzoo.eval.loop import Prediction, TopkCounts, count_topk
+from regzoo.data.transforms import DataConfig, resolve_data_config
+from regzoo.eval.loop import Prediction, TopkCounts, count_topk, predictions_top1_agreement
+from regzoo.eval.transform import eval_transform
 from regzoo.utils.runtime import Progress, default_workers
 from regzoo.utils.timing import Stopwatch, device_synchronizer
 from regzoo.zoo.builder import create_model
@@ -172,21 +172,6 @@ def _build_model(name: str, opts: EvalOptions) -> nn.Module:
     return model
 
 
-def _grey(transform, img):
-    return transform(img.convert('L'))
-
-
-def _eval_transform(data_config: DataConfig, in_chans: int):
-    """The eval transform for a model with ``in_chans`` inputs; images decode as RGB."""
-    if data_config.input_size[0] != in_chans:
-        raise ValueError(f'--input-size has {data_config.input_size[0]} channels but the model takes {in_chans}')
-    if in_chans == 1:  # as timm's validate.py (input_img_mode='L'): a 1-channel model reads greyscale
-        return functools.partial(_grey, create_transform(data_config))
-    if in_chans != 3:
-        raise ValueError(f'the model takes {in_chans}-channel input; validate reads RGB or greyscale images')
-    return create_transform(data_config)
-
-
 def evaluate_weight(name: str, opts: EvalOptions, overrides: dict | None = None) -> EvalResult:
     """Build ``name`` (arch or arch.tag), evaluate it on ``opts.data_dir`` and compare with the published numbers."""
     return evaluate_variants(name, opts, overrides)[0]
@@ -216,7 +201,7 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
         names = cfg.class_names if cfg is not None else None
         if names is not None and len(names) == num_classes:
             class_map = {str(n): i for i, n in enumerate(names)}
-    transform = _eval_transform(data_config, model.in_chans)
+    transform = eval_transform(model, data_config)
     dataset = build_eval_dataset(
         opts.data_dir, transform, num_classes=num_classes,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
@@ -242,15 +227,10 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
     plain = dataclasses.replace(opts, amp_dtype=None, channels_last=False, torchcompile=None)
     for key, variant_model in made.items():
         variant_counts = run_eval(variant_model, loader, plain, desc=f'{full_name} [{key}]')
+        agreement = predictions_top1_agreement(variant_counts.topk.predictions, counts.topk.predictions)
         results.append(_make_result(full_name, data_config, param_count, variant_counts, ref, key,
-                                    top1_agreement(counts.topk.predictions, variant_counts.topk.predictions)))
+                                    round(100 * agreement, 3)))
     return results
-
-
-def top1_agreement(reference: Iterable, other: Iterable) -> float:
-    """% of images where two runs over the same images (their ``(target, top-k)`` predictions) have one top-1."""
-    pairs = list(zip(reference, other, strict=True))
-    return round(100 * sum(a[1][0] == b[1][0] for a, b in pairs) / max(1, len(pairs)), 3)
 
 
 def _make_result(

@@ -60,3 +60,26 @@ def count_topk(
             if on_batch is not None:
                 on_batch(n, correct1, correct5)
     return TopkCounts(n, correct1, correct5, loss_sum, tuple(predictions))
+
+
+# top-1 agreement: how often two models (a faster or quantized one and its fp32 original) pick the same class.
+# A fraction everywhere; callers that print or store percentages convert.
+
+def top1_matches(logits: torch.Tensor, reference_logits: torch.Tensor) -> int:
+    """How many rows of two logit batches (same images) have the same top-1 class."""
+    return int((logits.argmax(-1) == reference_logits.argmax(-1)).sum())
+
+
+def top1_agreement(model: Callable[[torch.Tensor], torch.Tensor], reference: Callable[[torch.Tensor], torch.Tensor],
+                   images: torch.Tensor, batch_size: int) -> float:
+    """Fraction of ``images`` on which ``model`` and ``reference`` predict the same top-1 class."""
+    with torch.no_grad():
+        same = sum(top1_matches(model(x), reference(x)) for x in images.split(batch_size))
+    return same / len(images)
+
+
+def predictions_top1_agreement(predictions: Iterable[Prediction], reference: Iterable[Prediction]) -> float:
+    """``top1_agreement`` of two runs over the same images, from their kept ``(target, top-k)`` predictions
+    (0.0 for no images)."""
+    pairs = list(zip(predictions, reference, strict=True))
+    return sum(a[1][0] == b[1][0] for a, b in pairs) / max(1, len(pairs))

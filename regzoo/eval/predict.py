@@ -3,18 +3,17 @@
     preds = regzoo.predict(model, ['cat.jpg', 'dog.png'], topk=5)
     preds[0][0]   # Prediction(index=281, label='tabby, tabby cat', probability=0.83, name='n02123045')
 
-The transform is the model's eval transform (``resolve_data_config(model=model)`` + ``create_transform``: its
+The transform is the model's eval transform (``regzoo.eval.transform.eval_transform``: its
 weight's test size, crop and interpolation); a 1-channel model reads the images as greyscale, as validate.py
 does. Labels: the ``labels=`` given (a fine-tuned run's class names: ``checkpoint_label_names(RUN)``), else what
 the model's ``pretrained_cfg`` carries (``label_names``, the descriptions of its label set: ImageNet-1k names ship
 with regzoo), else the class indices (``class_labels``). ``predict_paths`` is the batched, multi-process version
-behind ``python -m regzoo.predict``: it reports unreadable images instead of raising; given a faster
+behind ``python -m regzoo.cli.predict``: it reports unreadable images instead of raising; given a faster
 ``forward`` (an ``optimize_for_inference`` or int8 model) and ``Agreement``, it also counts how often that model's
 top-1 class is the fp32 model's.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -27,7 +26,8 @@ from PIL import Image
 
 from regzoo.data.datasets import IMAGE_EXTENSIONS, EvalDataset, SkippedImage, collate_eval, load_rgb
 from regzoo.data.labels import LABEL_SETS, label_descriptions, label_names
-from regzoo.data.transforms import create_transform, resolve_data_config
+from regzoo.eval.loop import top1_matches
+from regzoo.eval.transform import eval_transform
 from regzoo.utils.names import natural_key
 
 _logger = logging.getLogger(__name__)
@@ -101,24 +101,6 @@ def checkpoint_label_names(path: str | os.PathLike) -> tuple[str, ...] | None:
     ``pretrained_cfg``: a fine-tuned run's class folders), without reading its weights; None when it has none."""
     from regzoo.zoo.loading import config_label_names, resolve_checkpoint
     return config_label_names(resolve_checkpoint(path, log=False)[1])
-
-
-def _grey(transform, img: Image.Image):
-    return transform(img.convert('L'))
-
-
-def eval_transform(model: nn.Module):
-    """``model``'s eval transform (PIL RGB image -> normalised tensor); 1-channel models read greyscale."""
-    config = resolve_data_config(model=model)
-    in_chans = getattr(model, 'in_chans', config.input_size[0])
-    if config.input_size[0] != in_chans:
-        config = resolve_data_config({'in_chans': in_chans, 'img_size': config.input_size[1:]}, model=model)
-    transform = create_transform(config)
-    if in_chans == 1:
-        return functools.partial(_grey, transform)
-    if in_chans != 3:
-        raise ValueError(f'the model takes {in_chans}-channel input; predict reads RGB or greyscale images')
-    return transform
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -230,7 +212,7 @@ class Agreement:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
-        self.same += int((out.argmax(-1) == self.reference(x).argmax(-1)).sum())
+        self.same += top1_matches(out, self.reference(x))
         self.total += len(x)
         return out
 

@@ -41,7 +41,7 @@ class Machine:
     threads: int
     torch_version: str
     onednn_version: str
-    bf16_native: bool  # torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    bf16_native: bool  # bf16_native('cpu')
 
     @property
     def vnni(self) -> bool:
@@ -86,11 +86,21 @@ def onednn_version() -> str:
     return found.group(1) if found else 'unknown'
 
 
+def bf16_native(device: torch.device | str = 'cpu') -> bool:
+    """Whether ``device`` runs bfloat16 on native kernels: CUDA's own check; on CPU, oneDNN's (AVX512-BF16 / AMX /
+    AVX-NE-CONVERT), without which bf16 runs on slow fallback kernels."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported()
+    return device.type == 'cpu' and torch.backends.mkldnn.is_available() and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def describe_machine() -> Machine:
     isa, source = cpu_flags()
     return Machine(cpu=cpu_name(), isa=isa, isa_source=source, capability=torch.backends.cpu.get_cpu_capability(),
                    threads=torch.get_num_threads(), torch_version=torch.__version__, onednn_version=onednn_version(),
-                   bf16_native=torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                   bf16_native=bf16_native('cpu'))
 
 
 def matmul_gflops(dtype: torch.dtype, size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> float:

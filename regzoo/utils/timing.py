@@ -8,12 +8,14 @@ read, so queued GPU work is counted where it ran, not where it was launched.
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 from collections.abc import Callable, Mapping
 
 import torch
 
 Sync = Callable[[], object] | None
+MAX_ROUNDS = 200  # timed_interleaved's cap on the rounds min_seconds adds
 
 
 class Stopwatch:
@@ -53,20 +55,40 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Sync = 
 
 
 def timed_interleaved(
-        fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Sync = None,
+        fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Sync = None, *,
+        min_seconds: float = 0.0, max_rounds: int = MAX_ROUNDS,
 ) -> dict[str, list[float]]:
-    """``timed`` for several calls, round-robin (one call of each per round), after ``warmup`` calls of each.
+    """Seconds of each call of several ``fns``, one call of each per round, after ``warmup`` calls of each.
 
-    Interleaving makes load from other processes, thermal throttling and frequency changes hit every
-    candidate alike, so their medians compare even on a busy machine.
+    Rounds run until there are ``repeats`` of them and ``min_seconds`` have passed (at most ``max_rounds``
+    for the time rule). The order rotates every round, so no candidate always runs right after the same
+    other one. Interleaving makes load from other processes, thermal throttling and frequency changes hit
+    every candidate alike, so their medians (and ``paired_ratio``) compare even on a busy machine.
     """
     for fn in fns.values():
         timed(fn, 0, warmup, sync)
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            times[k] += timed(fn, 1, 0, sync)
+    keys = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    start, r = time.perf_counter(), 0
+    while r < repeats or (r < max_rounds and time.perf_counter() - start < min_seconds):
+        shift = r % len(keys) if keys else 0
+        for k in keys[shift:] + keys[:shift]:
+            times[k] += timed(fns[k], 1, 0, sync)
+        r += 1
     return times
+
+
+def paired_ratio(reference: list[float], times: list[float]) -> float:
+    """Speed over the reference: the median over rounds of reference time / time in the same round."""
+    return statistics.median(r / t for r, t in zip(reference, times, strict=True))
+
+
+def spread_pct(times: list[float]) -> float:
+    """Interquartile range over median, in %: how much the rounds disagree (0 for fewer than 2 rounds)."""
+    if len(times) < 2:
+        return 0.0
+    q1, _, q3 = statistics.quantiles(times, n=4, method='inclusive')
+    return 100 * (q3 - q1) / statistics.median(times)
 
 
 def device_synchronizer(device: torch.device | str) -> Callable[[], None]:

@@ -1,8 +1,8 @@
-"""Classify images with a regzoo model: ``python -m regzoo.predict IMAGE_OR_DIR... --model NAME --pretrained``.
+"""Classify images with a regzoo model: ``python -m regzoo.cli.predict IMAGE_OR_DIR... --model NAME --pretrained``.
 
-    python -m regzoo.predict cat.jpg --model regnety_032.ra_in1k --pretrained
-    python -m regzoo.predict photos/ --checkpoint runs/x002-flowers --topk 3 --json   # a train.py run folder
-    python -m regzoo.predict photos/ --checkpoint runs/x002-flowers --int8 --calibration-dir calib/ --output p.csv
+    python -m regzoo.cli.predict cat.jpg --model regnety_032.ra_in1k --pretrained
+    python -m regzoo.cli.predict photos/ --checkpoint runs/x002-flowers --topk 3 --json   # a train.py run folder
+    python -m regzoo.cli.predict photos/ --checkpoint runs/x002-flowers --int8 --calibration-dir calib/ --output p.csv
 
 Prints the top-k labels and probabilities per image: ImageNet names for ImageNet weights, a fine-tuned
 run's class names for its checkpoint (see ``regzoo.predict``). A folder is searched recursively and read in
@@ -17,13 +17,12 @@ import csv
 import json
 import logging
 import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 
 from regzoo.utils.runtime import ArgumentParser, Progress, default_workers, error_exit, run_cli
 
-PROG = 'python -m regzoo.predict'
+PROG = 'python -m regzoo.cli.predict'
 OUTPUT_FORMATS = ('.csv', '.json')
 CSV_COLUMNS = ('image', 'rank', 'index', 'label', 'probability', 'name', 'error')
 
@@ -188,17 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class _CallableModule(types.ModuleType):
-    """``regzoo.predict`` names both the library function and this command line. Importing this module makes the
-    package attribute ``regzoo.predict`` the module, so the module is callable: ``regzoo.predict(model, images)``
-    still runs ``regzoo.eval.predict.predict`` after ``import regzoo.predict``."""
-
-    def __call__(self, *args, **kwargs):
-        from regzoo.eval.predict import predict
-        return predict(*args, **kwargs)
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command (``python -m regzoo.cli.predict``, ``regzoo-predict``): ``main`` with one-line errors."""
+    return run_cli(main, PROG, argv)
 
 
 if __name__ == '__main__':
-    sys.exit(run_cli(main, PROG))
-else:
-    sys.modules[__name__].__class__ = _CallableModule
+    sys.exit(run())
