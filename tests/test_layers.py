@@ -26,7 +26,7 @@ import regzoo
 LAYERS = ('utils', 'models', 'data', 'zoo', 'analysis', 'eval', 'deploy', 'training')
 PACKAGE_DIR = Path(regzoo.__file__).parent
 HEAVY = ('timm', 'torchvision', 'transformers', 'matplotlib', 'onnx', 'onnxruntime', 'onnxscript',
-         'huggingface_hub', 'yaml')  # not tqdm: torch.hub imports it
+         'huggingface_hub', 'yaml', 'datasets', 'webdataset')  # not tqdm: torch.hub imports it
 
 
 @dataclass(frozen=True)

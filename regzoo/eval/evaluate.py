@@ -21,7 +21,9 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
+from regzoo.data.datasets import SkippedImage, collate_eval, read_class_map
+from regzoo.data.sharding import gather_objects
+from regzoo.data.sources import open_eval_split
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
 from regzoo.eval.loop import Prediction, TopkCounts, count_topk
 from regzoo.utils.runtime import default_workers
@@ -39,7 +41,7 @@ Variant = Callable[[nn.Module, DataConfig, Callable], nn.Module]
 @dataclass(frozen=True)
 class EvalOptions:
     """How to run: everything validate.py takes besides the model name and the eval-transform overrides."""
-    data_dir: str
+    data_dir: str                       # an image folder, WebDataset shards or an HF dataset (regzoo.data.locate)
     pretrained: bool = False
     checkpoint: str | None = None
     num_classes: int | None = None
@@ -57,6 +59,7 @@ class EvalOptions:
     use_train_size: bool = False
     published_file: str | None = None
     progress: bool | None = None        # None: a bar only on a terminal
+    split: str | None = None            # a DatasetDict's / shard folder's split (None: val, validation)
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
         bar.set_postfix(top1=f'{100 * correct1 / n:.2f}', refresh=False)
         # the bar shows progress on a terminal; log lines are for logs (no bar there: tqdm draws only on a TTY)
         if opts.log_freq and bar.disable and step % opts.log_freq == 0:
-            _logger.info('%s [%d/%d] top1 %.3f top5 %.3f', desc, step, len(bar), 100 * correct1 / n,
+            _logger.info('%s [%d/%s] top1 %.3f top5 %.3f', desc, step, bar.total or '?', 100 * correct1 / n,
                          100 * correct5 / n)
 
     with Stopwatch(device_synchronizer(opts.device)) as watch:
@@ -130,7 +133,18 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
             model, readable(), opts.device, amp_dtype=opts.amp_dtype,
             memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format,
             criterion=nn.CrossEntropyLoss(reduction='sum'), keep_predictions=True, on_batch=on_batch)
-    return EvalCounts(counts, watch.seconds, tuple(skipped))
+    return merge_over_ranks(EvalCounts(counts, watch.seconds, tuple(skipped)))
+
+
+def merge_over_ranks(counts: EvalCounts) -> EvalCounts:
+    """Under DDP, where each rank scored its own share of the images, the sums over all ranks (time: the slowest)."""
+    parts = gather_objects(counts)
+    if len(parts) == 1:
+        return counts
+    topk = TopkCounts(*(sum(getattr(p.topk, f) for p in parts) for f in ('num_images', 'correct1', 'correct5',
+                                                                          'loss_sum')),
+                      predictions=tuple(x for p in parts for x in p.topk.predictions))
+    return EvalCounts(topk, max(p.seconds for p in parts), tuple(x for p in parts for x in p.skipped))
 
 
 def checkpoint_config(path: str) -> dict:
@@ -220,8 +234,8 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
         if names is not None and len(names) == num_classes:
             class_map = {str(n): i for i, n in enumerate(names)}
     transform = _eval_transform(data_config, model.in_chans)
-    dataset = build_eval_dataset(
-        opts.data_dir, transform, num_classes=num_classes,
+    dataset = open_eval_split(
+        opts.data_dir, transform, num_classes=num_classes, split=opts.split,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
         num_samples=opts.num_samples, class_map=class_map)
     param_count = sum(p.numel() for p in model.parameters())
@@ -238,7 +252,7 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
         pin_memory=opts.pin_mem, persistent_workers=False)
     counts = run_eval(model, loader, opts, desc=full_name)
     if counts.topk.num_images == 0:
-        raise ValueError(f'none of the {len(dataset)} images in {opts.data_dir} could be read '
+        raise ValueError(f'none of the {len(counts.skipped)} images in {opts.data_dir} could be read '
                          f'({len(counts.skipped)} skipped)')
     ref = lookup_published(full_name, opts.published_file) if weight is not None else None
     results = [_make_result(full_name, data_config, param_count, counts, ref)]
