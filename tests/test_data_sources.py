@@ -306,3 +306,7 @@ def test_hf_training_split(data):
     img, label = split.dataset.load(0)
     assert img.mode == 'RGB' and 0 <= label < len(CLASSES)
     assert open_train_split(data / 'img', 'train').dataset is None  # folders: train.py's own ImageFolder path
+    with pytest.raises(ValueError, match="is not split 'train' by name"):  # one Dataset: not both splits
+        open_train_split(data / 'hf' / 'train', 'train')
+    with pytest.raises(ValueError, match="is not split 'train' by name"):  # val-*.tar by pattern
+        open_train_split(data / 'shards' / SHARDS, 'train')

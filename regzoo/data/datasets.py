@@ -106,7 +106,8 @@ def eval_sample(source, name: str, target: int, index: int, transform=None):
         img = load_rgb(source)
         return (transform(img) if transform else img), target, index
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        return SkippedImage(name, f'{type(err).__name__}: {err}')
+        # PIL names a file object by its repr ('<_io.BytesIO object at 0x...>'): name the image instead
+        return SkippedImage(name, f'{type(err).__name__}: {err}'.replace(repr(source), repr(name)))
 
 
 def collate_eval(batch: list) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list]:

@@ -78,6 +78,16 @@ def _split_of(name: str) -> str | None:
     return head if head in SPLIT_NAMES else None
 
 
+def names_split(where: SplitLocation, split: str) -> bool:
+    """Whether a located HF dataset or set of shards is ``split`` by name (a DatasetDict's split, shard files
+    ``<split>-*.tar``, or a folder called ``split``), not data that any split name would find."""
+    if where.kind == 'hf':
+        return where.split == split
+    if where.kind == 'shards':
+        return where.path.name == split or all(_split_of(Path(s).name) == split for s in where.shards)
+    return True
+
+
 def _shards_in_folder(folder: Path, split: str | None) -> list[str]:
     tars = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix == '.tar'), key=lambda p: p.name)
     by_split: dict[str | None, list[str]] = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from regzoo.data.datasets import build_eval_dataset, infer_label_set, resolve_class_to_idx
-from regzoo.data.locate import SHARD_CLASSES_FILE, SplitLocation, locate_split, read_shard_classes
+from regzoo.data.locate import SHARD_CLASSES_FILE, SplitLocation, locate_split, names_split, read_shard_classes
 from regzoo.data.sharding import process_rank_world, rank_indices
 
 _logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def open_eval_split(
         _logger.info('%s: %d images', where.describe(), len(dataset))
     else:
         dataset = build_eval_dataset(where.path, transform, num_classes=num_classes, label_set=label_set,
-                                     class_map=class_map, label_file=label_file)
+                                     class_map=class_map, label_file=label_file, num_samples=num_samples)
     length = len(dataset) if num_samples is None else min(num_samples, len(dataset))
     if world == 1 and length == len(dataset):
         return dataset
@@ -96,6 +96,9 @@ def open_train_split(
     """``split`` of ``data`` for training: an HF split is a map-style ``HFImageDataset`` (``load(index)``);
     shards are a ``ShardTrainDataset`` streaming this rank's share of each epoch (``set_epoch(e)`` first)."""
     where = locate_split(data, split)
+    if not names_split(where, split):  # else the train and val splits would be the same images
+        raise ValueError(f'{where.describe()} is not split {split!r} by name: training needs a DatasetDict with that '
+                         f'split, shards named {split}-*.tar, or a {split}/ folder of shards')
     if where.kind == 'shards':
         from regzoo.data.webdataset_source import ShardTrainDataset
 

@@ -105,7 +105,8 @@ class EvalCounts:
 
 def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = '') -> EvalCounts:
     """Top-1/top-5 counts, per-image predictions and summed loss of ``model`` over ``loader`` (batches from
-    ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted."""
+    ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted. Under DDP
+    (each process holding its share of the images) the counts are those of all processes together."""
     skipped: list[SkippedImage] = []
     step = 0
     bar = tqdm(loader, desc=desc, unit='batch', disable=(None if opts.progress is None else not opts.progress),
