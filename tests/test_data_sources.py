@@ -106,19 +106,20 @@ def folder_result(data):
     return result
 
 
-@pytest.mark.parametrize('where', [SHARDS, 'val-*.tar', '.', 'val-000003.tar'],
-                         ids=['brace', 'glob', 'folder', 'one-tar'])
-def test_shards_score_exactly_as_the_folder(data, folder_result, where):
-    result = _score(data / 'shards' / where if where != '.' else data / 'shards', data)
-    if where == 'val-000003.tar':  # one shard of five: its 7 samples only
+@pytest.mark.parametrize('where, workers', [(SHARDS, '0'), ('val-*.tar', '2'), ('.', '0'), ('val-000003.tar', '2')],
+                         ids=['brace', 'glob-2-workers', 'folder', 'one-tar-2-workers'])
+def test_shards_score_exactly_as_the_folder(data, folder_result, where, workers):
+    result = _score(data / 'shards' / where if where != '.' else data / 'shards', data, '-j', workers)
+    if where == 'val-000003.tar':  # one shard for two workers: each keeps its positions; the 7 samples once
         assert result.num_images + result.num_skipped == 7
+        _same_scores(result, _score(data / 'shards' / where, data, '-j', '0'))
         return
     _same_scores(result, folder_result)
 
 
 def test_hf_dataset_scores_exactly_as_the_folder(data, folder_result):
     _same_scores(_score(data / 'hf', data), folder_result)                           # DatasetDict: 'validation'
-    _same_scores(_score(data / 'hf', data, '--split', 'validation'), folder_result)  # the split named
+    _same_scores(_score(data / 'hf', data, '--split', 'validation', '-j', '2'), folder_result)  # named; 2 workers
 
 
 def test_cli_over_shards_matches_the_library_on_the_folder(data, folder_result, tmp_path):
@@ -193,13 +194,14 @@ def test_eval_readers_partition_the_samples(data, world, workers, num_samples):
     assert sorted(seen) == expected and set(seen.values()) == {1}
 
 
-def test_torchrun_validation_counts_each_image_once(data, folder_result, tmp_path):
-    """2 processes (gloo) x 2 loader workers over the shards: the summed numbers are the single process's."""
+@pytest.mark.parametrize('where', ['shards/' + SHARDS, 'img/val'], ids=['shards', 'folder'])
+def test_torchrun_validation_counts_each_image_once(data, folder_result, tmp_path, where):
+    """2 processes (gloo) x 2 loader workers: the summed numbers are the single process's."""
     out = tmp_path / 'rows.json'
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'OMP_NUM_THREADS': '1'}
     run = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc-per-node', '2',
-         '-m', 'regzoo.validate', *_argv(data / 'shards' / SHARDS, data, '--results-file', str(out), '--device', 'cpu'),
+         '-m', 'regzoo.validate', *_argv(data / where, data, '--results-file', str(out), '--device', 'cpu'),
          '-j', '2'], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     row = json.loads(out.read_text())
