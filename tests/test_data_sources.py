@@ -150,6 +150,18 @@ def test_kinds_are_detected_from_the_path(data):
     assert locate_split(data / 'img', 'train').path == data / 'img' / 'train'
 
 
+def test_split_folders_of_shards_and_hf_datasets(data, tmp_path):
+    """ROOT/train/ and ROOT/val/ holding shards (any names) or a plain HF Dataset each are splits by name."""
+    for split in ('train', 'val'):
+        write_shards(data / 'img' / 'train', tmp_path / 'wds' / split, max_images=8, split=split)
+        datasets.load_from_disk(str(data / 'hf'))['train'].save_to_disk(str(tmp_path / 'hf' / split))
+    assert locate_split(tmp_path / 'wds').path == tmp_path / 'wds' / 'val'
+    train = open_train_split(tmp_path / 'wds', 'train')
+    assert train.location.shards == tuple(str(p) for p in sorted((tmp_path / 'wds' / 'train').glob('*.tar')))
+    assert open_train_split(tmp_path / 'hf', 'train').num_images == 8
+    assert locate_split(tmp_path / 'hf').path == tmp_path / 'hf' / 'val'
+
+
 @pytest.mark.parametrize('where, extra, message', [
     ('shards/train-{000000..000003}.tar', [], r'.*shards/train-\{000000..000003\}.tar matches no file; check the '
                                               r'pattern'),
@@ -302,13 +314,14 @@ def test_training_stream_through_loader_workers(data, tmp_path):
     assert len(list(single)) == len(set(seeds)) == 2 * len(CLASSES)
 
 
-def test_hf_training_split(data):
+def test_hf_training_split(data, tmp_path):
     split = open_train_split(data / 'hf', 'train')
     assert split.location.kind == 'hf' and split.num_images == 8 and split.classes == sorted(CLASSES, key=lambda c: c[::-1])
     img, label = split.dataset.load(0)
     assert img.mode == 'RGB' and 0 <= label < len(CLASSES)
     assert open_train_split(data / 'img', 'train').dataset is None  # folders: train.py's own ImageFolder path
+    datasets.load_from_disk(str(data / 'hf'))['train'].save_to_disk(str(tmp_path / 'flowers'))
     with pytest.raises(ValueError, match="is not split 'train' by name"):  # one Dataset: not both splits
-        open_train_split(data / 'hf' / 'train', 'train')
+        open_train_split(tmp_path / 'flowers', 'train')
     with pytest.raises(ValueError, match="is not split 'train' by name"):  # val-*.tar by pattern
         open_train_split(data / 'shards' / SHARDS, 'train')

@@ -82,7 +82,7 @@ def names_split(where: SplitLocation, split: str) -> bool:
     """Whether a located HF dataset or set of shards is ``split`` by name (a DatasetDict's split, shard files
     ``<split>-*.tar``, or a folder called ``split``), not data that any split name would find."""
     if where.kind == 'hf':
-        return where.split == split
+        return where.split == split or (where.split is None and where.path.name == split)
     if where.kind == 'shards':
         return where.path.name == split or all(_split_of(Path(s).name) == split for s in where.shards)
     return True
@@ -134,25 +134,31 @@ def locate_split(data: str | os.PathLike, split: str | None = None) -> SplitLoca
     if not path.is_dir():
         raise FileNotFoundError(f'{path} does not exist; give an image folder, WebDataset shards '
                                 '(a .tar pattern such as val-{000000..000063}.tar) or an HF save_to_disk folder')
+    return _locate_in_folder(path, split, in_split_folder=False)
+
+
+def _locate_in_folder(path: Path, split: str | None, in_split_folder: bool) -> SplitLocation:
+    """``locate_split`` for a folder; ``in_split_folder``: ``path`` is already the split's own folder."""
     if (path / HF_DICT_FILE).is_file():
-        chosen = _hf_split(path, split)
-        return SplitLocation('hf', path, split=chosen)
+        return SplitLocation('hf', path, split=_hf_split(path, split))
     if all((path / f).is_file() for f in HF_DATASET_FILES):
         return SplitLocation('hf', path)
-    if split and (path / split).is_dir():
-        return locate_split(path / split)
+    if not in_split_folder and split and (path / split).is_dir():
+        return _locate_in_folder(path / split, split, in_split_folder=True)
     if any(p.suffix == '.tar' for p in path.iterdir() if p.is_file()):
-        return SplitLocation('shards', path, tuple(_shards_in_folder(path, split)), split)
+        tars = sorted(str(p) for p in path.iterdir() if p.is_file() and p.suffix == '.tar')
+        return SplitLocation('shards', path, tuple(tars if in_split_folder else _shards_in_folder(path, split)), split)
+    if in_split_folder:
+        return SplitLocation('folder', path)
     if not split:
         for name in EVAL_SPLITS:  # an ImageNet-style root, or a folder of train/ and val/ shard folders
             sub = path / name
             if sub.is_dir() and not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
-                return locate_split(sub)
-    if split:
-        present = sorted(p.name for p in path.iterdir() if p.is_dir())
-        raise FileNotFoundError(f'split {split!r} not found in {path}: no folder {path / split}, no '
-                                f'{split}-*.tar shards, no HF DatasetDict (it holds {present or "no folders"})')
-    return SplitLocation('folder', path)  # no images there: the folder reader says so
+                return _locate_in_folder(sub, name, in_split_folder=True)
+        return SplitLocation('folder', path)  # no images there: the folder reader says so
+    present = sorted(p.name for p in path.iterdir() if p.is_dir())
+    raise FileNotFoundError(f'split {split!r} not found in {path}: no folder {path / split}, no '
+                            f'{split}-*.tar shards, no HF DatasetDict (it holds {present or "no folders"})')
 
 
 def read_shard_classes(folder: Path) -> tuple[list[str] | None, dict]:

@@ -78,7 +78,7 @@ def _hf_splits(src: Path, split: str | None):
         chosen = [split] if split else names
         tables = {s: load_hf_split(SplitLocation('hf', src, split=s)) for s in chosen}
     else:
-        tables = {split or 'train': load_hf_split(SplitLocation('hf', src))}
+        tables = {split or src.name: load_hf_split(SplitLocation('hf', src))}
     class_lists = {tuple(names) if names is not None else None for _, names in tables.values()}
     if len(class_lists) != 1 or None in class_lists:
         raise ValueError(f'{src}: the splits need one ClassLabel "label" column with the same names')
