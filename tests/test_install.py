@@ -110,7 +110,8 @@ def test_extras_are_declared_in_pyproject():
     names = {k: {req.split('>')[0].split('=')[0].split('[')[0].strip() for req in v} for k, v in extras.items()}
     assert names['export'] == {'onnx', 'onnxruntime', 'onnxscript'}
     assert names['plot'] == {'matplotlib'}
-    assert 'regzoo[export,plot]' in extras['test']
+    assert names['data'] == {'webdataset', 'datasets'}
+    assert 'regzoo[export,plot]' in extras['test'] and 'regzoo[data]' in extras['test']
 
 
 def test_console_scripts_run_the_cli_modules():

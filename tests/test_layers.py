@@ -27,7 +27,7 @@ LAYERS = ('utils', 'models', 'data', 'zoo', 'analysis', 'eval', 'deploy', 'train
 CLI_LAYER = LAYERS[-1]  # the command lines: nothing imports them
 PACKAGE_DIR = Path(regzoo.__file__).parent
 HEAVY = ('timm', 'torchvision', 'transformers', 'matplotlib', 'onnx', 'onnxruntime', 'onnxscript',
-         'huggingface_hub', 'yaml')  # not tqdm: torch.hub imports it
+         'huggingface_hub', 'yaml', 'datasets', 'webdataset')  # not tqdm: torch.hub imports it
 
 
 @dataclass(frozen=True)

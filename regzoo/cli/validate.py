@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from regzoo.data.locate import is_shard_pattern, locate_split
+from regzoo.data.sharding import join_process_group, leave_process_group
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
 from regzoo.eval.evaluate import (
     EvalOptions,
@@ -37,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog=PROG, description='Validate regzoo weights on an ImageNet-style folder.')
     add = p.add_argument
     add('--data-dir', required=True, metavar='DIR',
-        help='ImageFolder split (DIR/<wnid>/*.JPEG), an ImageNet root with val/, or flat val images + --label-file')
+        help='ImageFolder split (DIR/<wnid>/*.JPEG), an ImageNet root with val/, flat val images + --label-file, '
+             "WebDataset shards ('DIR/val-{000000..000063}.tar', a glob, or a folder of .tar files) or an HF "
+             'save_to_disk folder')
+    add('--split', default=None, metavar='NAME',
+        help='the split of an HF DatasetDict or of a shard folder (default: val, else validation)')
     add('--model', '-m', default=None, metavar='NAME',
         help="arch, arch.tag, or a pattern such as 'regnety*' (default with --checkpoint: the arch its config.json "
              "names; else required)")
@@ -128,8 +134,9 @@ def build_variants(args: argparse.Namespace) -> dict[str, Variant]:
 
 def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
     """Split parsed flags into run options and eval-transform overrides (checking what can be checked up front)."""
-    if not Path(args.data_dir).is_dir():
+    if not (Path(args.data_dir).is_dir() or is_shard_pattern(args.data_dir) or args.data_dir.endswith('.tar')):
         raise FileNotFoundError(f'--data-dir {args.data_dir} does not exist or is not a directory')
+    locate_split(args.data_dir, args.split)  # folder, shards or HF dataset: which, or a one-line error
     if args.results_file and Path(args.results_file).suffix.lower() not in RESULT_FORMATS:
         raise ValueError(f'--results-file {args.results_file}: use a .csv or .json file name')
     reason = args.results_file and unwritable_reason(Path(args.results_file).parent)
@@ -153,7 +160,7 @@ def options_from_args(args: argparse.Namespace) -> tuple[EvalOptions, dict]:
         channels_last=args.channels_last, amp_dtype=getattr(torch, args.amp_dtype) if args.amp else None,
         torchcompile=args.torchcompile, class_map=args.class_map or None, label_file=args.label_file or None,
         num_samples=args.num_samples, log_freq=args.log_freq, pin_mem=args.pin_mem,
-        use_train_size=args.use_train_size, published_file=args.published_file)
+        use_train_size=args.use_train_size, published_file=args.published_file, split=args.split)
     overrides = {k: getattr(args, k) for k in
                  ('img_size', 'input_size', 'crop_pct', 'crop_mode', 'interpolation', 'mean', 'std')}
     return opts, overrides
@@ -218,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     parser = build_parser()
     args = parser.parse_args(argv)
+    rank, args.device = join_process_group(args.device)  # under torchrun: each rank scores its share of the images
     try:
         results, failures = validate(args)
     except EXPECTED_ERRORS as err:  # one line, exit 2; anything else is a bug and keeps its traceback
         return error_exit(PROG, err)
+    finally:
+        leave_process_group()
+    if rank != 0:  # every rank holds the summed results; the first one reports them
+        return 1 if failures else 0
     if results:
         print(format_summary(results, args.published_file))
         if args.results_file:

@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def read_class_map(path: str | os.PathLike) -> dict[str, int]:
     raise ValueError(f'class map {path}: unsupported extension {path.suffix!r} (use .txt or .json)')
 
 
-def load_rgb(path: str | os.PathLike) -> Image.Image:
+def load_rgb(path: str | os.PathLike | BinaryIO) -> Image.Image:
     """Decode an image fully and convert it to 8-bit RGB.
 
     Grayscale is replicated, CMYK goes through PIL's conversion and alpha is dropped (as PIL,
@@ -95,11 +96,18 @@ class EvalDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         path, target = self.samples[index]
-        try:
-            img = load_rgb(path)
-            return (self.transform(img) if self.transform else img), target, index
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-            return SkippedImage(path, f'{type(err).__name__}: {err}')
+        return eval_sample(path, path, target, index, self.transform)
+
+
+def eval_sample(source, name: str, target: int, index: int, transform=None):
+    """``(transform(image), target, index)`` for the image at ``source`` (a path or a file object of its bytes),
+    or a ``SkippedImage`` naming ``name`` when it cannot be decoded."""
+    try:
+        img = load_rgb(source)
+        return (transform(img) if transform else img), target, index
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        # PIL names a file object by its repr ('<_io.BytesIO object at 0x...>'): name the image instead
+        return SkippedImage(name, f'{type(err).__name__}: {err}'.replace(repr(source), repr(name)))
 
 
 def collate_eval(batch: list) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, list]:
@@ -225,7 +233,8 @@ def build_eval_dataset(
     else:
         by_class = scan_image_folder(root)
     if not any(by_class.values()):
-        raise ValueError(f'no images found in {root} (extensions: {", ".join(sorted(IMAGE_EXTENSIONS))})')
+        raise ValueError(f'no images found in {root} (extensions: {", ".join(sorted(IMAGE_EXTENSIONS))}; '
+                         'no .tar shards or HF save_to_disk dataset either)')
 
     names = list(by_class)
     if class_map is None and names and all(n.isdigit() for n in names) and flat_images:

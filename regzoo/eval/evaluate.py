@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from regzoo.data.datasets import SkippedImage, build_eval_dataset, collate_eval, read_class_map
+from regzoo.data.datasets import SkippedImage, collate_eval, read_class_map
+from regzoo.data.sharding import gather_objects
+from regzoo.data.sources import open_eval_split
 from regzoo.data.transforms import DataConfig, resolve_data_config
 from regzoo.eval.loop import Prediction, TopkCounts, count_topk, predictions_top1_agreement
 from regzoo.eval.transform import eval_transform
@@ -38,7 +40,7 @@ Variant = Callable[[nn.Module, DataConfig, Callable], nn.Module]
 @dataclass(frozen=True)
 class EvalOptions:
     """How to run: everything validate.py takes besides the model name and the eval-transform overrides."""
-    data_dir: str
+    data_dir: str                       # an image folder, WebDataset shards or an HF dataset (regzoo.data.locate)
     pretrained: bool = False
     checkpoint: str | None = None
     num_classes: int | None = None
@@ -56,6 +58,7 @@ class EvalOptions:
     use_train_size: bool = False
     published_file: str | None = None
     progress: bool | None = None        # None: a bar only on a terminal
+    split: str | None = None            # a DatasetDict's / shard folder's split (None: val, validation)
 
 
 @dataclass(frozen=True)
@@ -99,12 +102,21 @@ class EvalCounts:
     skipped: tuple[SkippedImage, ...]
 
 
+def _batches(loader: Iterable) -> int | None:
+    """The loader's batch count; None when it cannot know it (a DataLoader over shards, a generator)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = '') -> EvalCounts:
     """Top-1/top-5 counts, per-image predictions and summed loss of ``model`` over ``loader`` (batches from
-    ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted."""
+    ``collate_eval``), by the eval loop; unreadable images are logged and returned, not counted. Under DDP
+    (each process holding its share of the images) the counts are those of all processes together."""
     skipped: list[SkippedImage] = []
     # a bar on a terminal; log lines (every log_freq batches) otherwise
-    progress = Progress(len(loader) if hasattr(loader, '__len__') else None, desc, unit='batch',
+    progress = Progress(_batches(loader), desc, unit='batch',
                         enabled=opts.progress, every=opts.log_freq or None, logger=_logger,
                         interval=float('inf'))  # log_freq 0: no log lines
 
@@ -119,15 +131,26 @@ def run_eval(model: nn.Module, loader: Iterable, opts: EvalOptions, desc: str = 
                 progress.update(1)
 
     def on_batch(n: int, correct1: int, correct5: int) -> None:
-        progress.update(1, top1=f'{100 * correct1 / n:.2f}', line=lambda: '%s [%d/%d] top1 %.3f top5 %.3f' % (
-            desc, progress.count, progress.total or 0, 100 * correct1 / n, 100 * correct5 / n))
+        progress.update(1, top1=f'{100 * correct1 / n:.2f}', line=lambda: '%s [%d/%s] top1 %.3f top5 %.3f' % (
+            desc, progress.count, progress.total or '?', 100 * correct1 / n, 100 * correct5 / n))
 
     with progress, Stopwatch(device_synchronizer(opts.device)) as watch:
         counts = count_topk(
             model, readable(), opts.device, amp_dtype=opts.amp_dtype,
             memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format,
             criterion=nn.CrossEntropyLoss(reduction='sum'), keep_predictions=True, on_batch=on_batch)
-    return EvalCounts(counts, watch.seconds, tuple(skipped))
+    return merge_over_ranks(EvalCounts(counts, watch.seconds, tuple(skipped)))
+
+
+def merge_over_ranks(counts: EvalCounts) -> EvalCounts:
+    """Under DDP, where each rank scored its own share of the images, the sums over all ranks (time: the slowest)."""
+    parts = gather_objects(counts)
+    if len(parts) == 1:
+        return counts
+    topk = TopkCounts(*(sum(getattr(p.topk, f) for p in parts) for f in ('num_images', 'correct1', 'correct5',
+                                                                          'loss_sum')),
+                      predictions=tuple(x for p in parts for x in p.topk.predictions))
+    return EvalCounts(topk, max(p.seconds for p in parts), tuple(x for p in parts for x in p.skipped))
 
 
 def checkpoint_config(path: str) -> dict:
@@ -202,8 +225,8 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
         if names is not None and len(names) == num_classes:
             class_map = {str(n): i for i, n in enumerate(names)}
     transform = eval_transform(model, data_config)
-    dataset = build_eval_dataset(
-        opts.data_dir, transform, num_classes=num_classes,
+    dataset = open_eval_split(
+        opts.data_dir, transform, num_classes=num_classes, split=opts.split,
         label_set=weight.label_set if weight is not None else None, label_file=opts.label_file,
         num_samples=opts.num_samples, class_map=class_map)
     param_count = sum(p.numel() for p in model.parameters())
@@ -220,7 +243,7 @@ def evaluate_variants(name: str, opts: EvalOptions, overrides: dict | None = Non
         pin_memory=opts.pin_mem, persistent_workers=False)
     counts = run_eval(model, loader, opts, desc=full_name)
     if counts.topk.num_images == 0:
-        raise ValueError(f'none of the {len(dataset)} images in {opts.data_dir} could be read '
+        raise ValueError(f'none of the {len(counts.skipped)} images in {opts.data_dir} could be read '
                          f'({len(counts.skipped)} skipped)')
     ref = lookup_published(full_name, opts.published_file) if weight is not None else None
     results = [_make_result(full_name, data_config, param_count, counts, ref)]

@@ -1,7 +1,7 @@
 """Optional dependencies: import one where a feature needs it, or fail with the pip command that adds it.
 
-The extras are declared in pyproject.toml: ``export`` (onnx, onnxruntime, onnxscript) and ``plot``
-(matplotlib). A plain ``pip install regzoo`` has neither, so ONNX export and plotting import them here,
+The extras are declared in pyproject.toml: ``export`` (onnx, onnxruntime, onnxscript), ``plot``
+(matplotlib), ``quantize`` (torchao) and ``data`` (webdataset, datasets: shards and HF dataset folders). A plain ``pip install regzoo`` has neither, so ONNX export and plotting import them here,
 at call time, instead of at module level.
 """
 from __future__ import annotations
