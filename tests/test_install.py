@@ -111,6 +111,7 @@ def test_extras_are_declared_in_pyproject():
     assert names['export'] == {'onnx', 'onnxruntime', 'onnxscript'}
     assert names['plot'] == {'matplotlib'}
     assert 'regzoo[export,plot]' in extras['test']
+    assert names['openvino'] == {'openvino', 'onnx', 'onnxscript'} and 'regzoo[openvino]' in extras['test']
 
 
 # ---------------------------------------------------------------------------------- non-editable install
