@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from regzoo.deploy.inference import _cache_key
+from regzoo.deploy.inference import DtypeChoice, _cache_key
 from regzoo.utils.extras import MissingExtraError, require
 from regzoo.utils.files import atomic_write
 from regzoo.utils.timing import timed
@@ -108,7 +108,6 @@ class EngineModel(nn.Module):
 
     def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor], engine: str, source: nn.Module):
         super().__init__()
-        from regzoo.deploy.inference import DtypeChoice  # noqa: F401 (the same record as the torch engine's)
         self.runner = runner
         self.engine = engine
         self.engine_choice = requested(engine)
