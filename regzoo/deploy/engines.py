@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from regzoo.deploy.inference import DtypeChoice, _cache_key
+from regzoo.deploy.inference import CALIBRATION_IMAGES, DtypeChoice, _cache_key
 from regzoo.utils.extras import MissingExtraError, require
 from regzoo.utils.files import atomic_write
 from regzoo.utils.timing import timed
@@ -237,8 +237,9 @@ def optimize_with_engine(
     if dtype == 'int8':
         return _int8(model, engine, example_input, calibration_images, cache_path)
     in_chans = getattr(model, 'in_chans', 3)
-    x = example_input if example_input is not None else calibration_images if calibration_images is not None \
-        else torch.randn(8, in_chans, 224, 224)
+    # the batch the engines are timed on: the one given, else (at most 32 of) the calibration images
+    x = example_input if example_input is not None else calibration_images[:CALIBRATION_IMAGES] \
+        if calibration_images is not None else torch.randn(8, in_chans, 224, 224)
     cpu = all(p.device.type == 'cpu' for p in model.parameters())
     reasons = {} if cpu else {e: 'runs on CPU only' for e in ENGINES[1:]}
     if dtype not in FLOAT_DTYPES and dtype != 'auto':

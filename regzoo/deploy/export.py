@@ -138,7 +138,8 @@ def export_onnx(
     return onnx_runner(ort, path)
 
 
-def write_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 18, dynamo: bool = False) -> None:
+def write_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 18,
+               dynamo: bool = False) -> None:
     """``export_onnx``'s writing half (no runtime, no check): the ONNX file of ``model`` with a dynamic batch axis."""
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f'opset={opset} is invalid: must be >= {ONNX_MIN_OPSET}')

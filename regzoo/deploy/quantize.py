@@ -209,15 +209,16 @@ class QuantizedModel(nn.Module):
                              f'{"x".join(map(str, x.shape[1:]))}; quantize again with images of that size')
         with torch.no_grad():
             x = x.float().contiguous()
-            if self.engine == 'torch' and self.backend == 'inductor':  # freezing (constant weights) is what enables the int8 fusions
+            # freezing (constant weights) is what enables inductor's int8 fusions
+            if self.engine == 'torch' and self.backend == 'inductor':
                 from torch._inductor import config
                 with config.patch(freezing=True):
                     return self.runner(x)
             return self.runner(x)
 
     def extra_repr(self) -> str:
-        return (f'engine={self.engine}, backend={self.backend}, input_size={self.input_size}, calibration_images={self.calibration_images}, '
-                f'activations={self.activation_bits}-bit')
+        return (f'engine={self.engine}, backend={self.backend}, input_size={self.input_size}, '
+                f'calibration_images={self.calibration_images}, activations={self.activation_bits}-bit')
 
     @property
     def activation_bits(self) -> int:
