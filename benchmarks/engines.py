@@ -15,7 +15,7 @@ Rows, per model and batch size, all on the same random weights (BN statistics ra
 
 Timing: freed memory retained (``regzoo.utils.machine.retain_freed_memory``, the regime a deployment runs in),
 ``--threads`` threads, interleaved rounds with the order rotating, each timed call after an untimed one of the same
-row (``regzoo.deploy.engines.median_ms``: another engine's thread pool may still be spinning), medians. Every row's
+row (``regzoo.deploy.engines_choice.median_ms``: another engine's thread pool may still be spinning), medians. Every row's
 logits are checked against timm's (max |d| / max |logit| <= 1e-3).
 
     python benchmarks/engines.py                       # regnetx_002, regnety_032 at 224 px, batch 32 and 1
@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 import regzoo
-from regzoo.deploy.engines import PARITY_RTOL, median_ms, relative_error
+from regzoo.deploy.engines import PARITY_RTOL, relative_error
+from regzoo.deploy.engines_choice import median_ms
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import describe_machine, machine_lines, retain_freed_memory
 

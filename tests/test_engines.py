@@ -16,14 +16,8 @@ import torch
 from helpers import max_rel_diff, randomize_bn
 
 import regzoo
-from regzoo.deploy.engines import (
-    ENGINES,
-    MIN_INT8_AGREEMENT,
-    PARITY_RTOL,
-    EngineError,
-    check_parity,
-    choose_engine,
-)
+from regzoo.deploy.engines import PARITY_RTOL, check_parity
+from regzoo.deploy.engines_choice import ENGINES, MIN_INT8_AGREEMENT, EngineError, choose_engine
 from regzoo.utils.extras import MissingExtraError
 
 pytest.importorskip('onnxruntime', reason="the onnxruntime engine needs the [export] extra")

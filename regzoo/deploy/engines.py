@@ -19,87 +19,38 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import logging
-import statistics
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from regzoo.deploy.inference import CALIBRATION_IMAGES, DtypeChoice, _cache_key
-from regzoo.utils.extras import MissingExtraError, require
-from regzoo.utils.files import atomic_write
-from regzoo.utils.timing import timed
+from regzoo.deploy import inference
+from regzoo.deploy import quantize as quantization
+from regzoo.deploy.engines_choice import (
+    ENGINES,
+    MIN_INT8_AGREEMENT,
+    EngineChoice,
+    EngineError,
+    cached_choice,
+    check_engine_name,
+    choose_engine,
+    engine_key,
+    median_ms,
+    require_engine,
+    requested,
+    store_choice,
+)
+from regzoo.deploy.export import write_int8_onnx, write_onnx
+from regzoo.deploy.inference import CALIBRATION_IMAGES, DtypeChoice
+from regzoo.utils.extras import MissingExtraError
 
-ENGINES = ('torch', 'onnxruntime', 'openvino')  # also the tie-break order of choose_engine
-# engine -> (modules it needs, the pip extra that installs them): both other engines run an exported ONNX file
-ENGINE_NEEDS = {'torch': ((), ''), 'onnxruntime': (('onnx', 'onnxruntime'), 'export'),
-                'openvino': (('openvino', 'onnx'), 'openvino')}
-INT8_EXPORT_NEEDS = 'onnxscript'  # the QDQ file comes from the torch.export-based ONNX exporter
 PARITY_RTOL = 1e-3  # fp32: max |engine - eager| / max |eager| at build time
-MIN_INT8_AGREEMENT = 0.99  # int8 'auto': top-1 agreement with fp32 on the calibration images
-AUTO_REPEATS = 7  # interleaved timing rounds per candidate
 FLOAT_DTYPES = (None, 'float32', torch.float32)
 _LOGGER = logging.getLogger(__name__)
-
-
-class EngineError(ValueError):
-    """An engine cannot run this model as asked (bad name, device or dtype, failed parity)."""
-
-
-def require_engine(engine: str, int8: bool = False) -> None:
-    """Import what ``engine`` needs, or raise ``MissingExtraError``: "engine='openvino' needs openvino; install it
-    with: pip install 'regzoo[openvino]'"."""
-    modules, extra = ENGINE_NEEDS[engine]
-    for module in (*modules, INT8_EXPORT_NEEDS) if int8 and engine != 'torch' else modules:
-        require(module, extra, f'engine={engine!r}' + (' with dtype int8' if int8 else ''))
-
-
-def check_engine_name(engine: str) -> None:
-    if engine not in (*ENGINES, 'auto'):
-        raise EngineError(f'engine={engine!r} is invalid: must be one of {[*ENGINES, "auto"]}')
-
-
-@dataclass(frozen=True)
-class EngineChoice:
-    """The engine a model runs on and why (``model.engine_choice``)."""
-    engine: str
-    reason: str
-    ms: dict[str, float] = field(default_factory=dict)  # median ms per batch of ``shape``, per measured engine
-    agreement: dict[str, float] = field(default_factory=dict)  # int8: top-1 agreement with fp32, per engine
-    skipped: dict[str, str] = field(default_factory=dict)  # engine -> why it was not a candidate
-    shape: tuple[int, ...] = ()  # the batch the engines were timed on
-
-
-def requested(engine: str) -> EngineChoice:
-    return EngineChoice(engine, f'requested (engine={engine!r})')
-
-
-def choose_engine(ms: Mapping[str, float], skipped: Mapping[str, str] | None = None,
-                  agreement: Mapping[str, float] | None = None, min_agreement: float = MIN_INT8_AGREEMENT,
-                  shape: tuple[int, ...] = ()) -> EngineChoice:
-    """'auto''s rule: the fastest measured engine (median ms per batch), among those whose top-1 agreement with fp32
-    is at least ``min_agreement`` when ``agreement`` is given (int8); ties go to the earlier of ``ENGINES``."""
-    skipped = dict(skipped or {})
-    if agreement is not None:
-        for name in ms:
-            if agreement.get(name, 0.0) < min_agreement:
-                skipped[name] = f'top-1 agreement with fp32 {agreement.get(name, 0.0):.3f} < {min_agreement}'
-    eligible = {k: v for k, v in ms.items() if k not in skipped}
-    if not eligible:
-        why = '; '.join(f'{k}: {v}' for k, v in skipped.items()) or 'no engine was measured'
-        raise EngineError(f"engine='auto' found no engine to run this model ({why})")
-    best = min(eligible, key=lambda k: (eligible[k], ENGINES.index(k)))
-    at = 'x'.join(map(str, shape)) or 'the example batch'
-    times = ', '.join(f'{k} {v:.2f} ms' + ('' if k == best else f' ({v / eligible[best]:.2f}x)')
-                      for k, v in sorted(eligible.items(), key=lambda kv: kv[1]))
-    reason = f'fastest at {at}: {times}' + ''.join(f'; {k} not a candidate: {v}' for k, v in skipped.items())
-    return EngineChoice(best, reason, dict(ms), dict(agreement or {}), skipped, tuple(shape))
 
 
 class EngineModel(nn.Module):
@@ -148,22 +99,6 @@ def check_parity(engine: str, model: Callable, x: torch.Tensor, expected: torch.
                           f'{PARITY_RTOL:g} on a {"x".join(map(str, x.shape))} batch; use engine=\'torch\'')
 
 
-def median_ms(candidates: Mapping[str, Callable], x: torch.Tensor, repeats: int = AUTO_REPEATS) -> dict[str, float]:
-    """Median ms per call of each candidate on ``x``, in interleaved rounds (the order rotating every round).
-
-    Each timed call follows an untimed one of the same candidate: every engine has its own thread pool (OpenMP for
-    torch, ONNX Runtime's, OpenVINO's TBB), whose workers spin for a while after a call before they sleep; on a few
-    cores the call right after another engine's would pay for that spinning, which is not the engine's own cost.
-    """
-    keys = list(candidates)
-    times: dict[str, list[float]] = {k: [] for k in keys}
-    with torch.no_grad():
-        for r in range(repeats):
-            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                times[k] += timed(functools.partial(candidates[k], x), 1, warmup=1)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
-
-
 def onnx_runner_for(engine: str, path: Path, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
     """The runner of the ONNX file ``path`` in ``engine``, tuned for batches of ``shape``."""
     from regzoo.deploy.engines_runtime import OnnxRuntimeRunner, OpenVinoRunner
@@ -188,33 +123,58 @@ def _available(names: tuple[str, ...], strict: bool, int8: bool, skipped: dict[s
     return found
 
 
-# ------------------------------------------------------------------------------------------------ the cache
+# ------------------------------------------------------------------------------------------------ the doors
 
-def _engine_key(model: nn.Module, kind: str, shape: tuple[int, ...]) -> str | None:
-    key = _cache_key(model, True, kind, shape)
-    return key and f'engine|{key}'
+def optimize_for_inference(
+        model: nn.Module, *, engine: str = 'torch', dtype=None, example_input: torch.Tensor | None = None,
+        calibration_images=None, cache_path: str | Path | None = None, **torch_options,
+) -> nn.Module:
+    """``regzoo.optimize_for_inference``: an eval-only, faster copy of ``model`` run by ``engine``.
+
+    Args:
+        engine: 'torch' (``regzoo.deploy.inference.optimize_for_inference``: BN folded, fused oneDNN convs; its
+            ``torch_options``: fuse_bn, memory_format, compile), 'onnxruntime', 'openvino' (float32 and int8;
+            extras ``[export]`` / ``[openvino]``), or 'auto': every installed engine built, checked against eager
+            (fp32: 1e-3 relative), timed on ``example_input`` (else the first 32 ``calibration_images``) and the
+            fastest kept. The result's ``engine`` and ``engine_choice`` (an ``EngineChoice``) say which and why.
+        dtype: None / 'float32', 'bfloat16' or 'auto' (engine 'torch' only, see its docstring), or 'int8':
+            ``regzoo.quantize`` calibrated on ``calibration_images`` (needed), run by ``engine``.
+        example_input: the batch the model will serve: its size and resolution decide what is fastest.
+        calibration_images: images like the ones the model will see (int8 calibration; dtype='auto' agreement).
+        cache_path: a JSON file keeping 'auto''s choices (and the memory format's); None: nothing is written.
+    """
+    check_engine_name(engine)
+    if engine == 'torch' and dtype != 'int8':
+        out = inference.optimize_for_inference(model, dtype=dtype, example_input=example_input,
+                                               calibration_images=calibration_images, cache_path=cache_path,
+                                               **torch_options)
+        out.engine, out.engine_choice = 'torch', requested('torch')
+        return out
+    torch_build = functools.partial(inference.optimize_for_inference, cache_path=cache_path, **torch_options)
+    return optimize_with_engine(model, engine, torch_build, dtype=dtype, example_input=example_input,
+                                calibration_images=calibration_images, cache_path=cache_path)
 
 
-def cached_choice(cache_path: str | Path | None, key: str | None) -> EngineChoice | None:
-    path = Path(cache_path) if cache_path is not None else None
-    if path is None or key is None or not path.is_file():
-        return None
-    entry = json.loads(path.read_text()).get(key)
-    if entry is None:
-        return None
-    entry['reason'] = f'from {path}: {entry["reason"]}'
-    entry['shape'] = tuple(entry['shape'])
-    return EngineChoice(**entry)
-
-
-def store_choice(cache_path: str | Path | None, key: str | None, choice: EngineChoice) -> None:
-    if cache_path is None or key is None:
-        return
-    path = Path(cache_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cache = json.loads(path.read_text()) if path.is_file() else {}
-    cache[key] = asdict(choice)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(cache, indent=1, sort_keys=True)))
+def quantize(model: nn.Module, calibration_images, backend: str = 'onednn', *, engine: str = 'torch',
+             example_input: torch.Tensor | None = None, cache_path: str | Path | None = None,
+             **options) -> nn.Module:
+    """``regzoo.quantize``: ``regzoo.deploy.quantize.quantize`` (its docstring has the arguments), run by ``engine``:
+    'torch' (``backend``), 'onnxruntime' or 'openvino' (the graph as ONNX QDQ; extras ``[export]`` /
+    ``[openvino]``), or 'auto': the fastest on ``example_input`` (default: the first calibration batch) of those
+    whose top-1 agrees with fp32 on the calibration images at least ``MIN_INT8_AGREEMENT`` of the time.
+    ``model.engine_choice`` says which and why; ``cache_path`` may keep 'auto''s choice in a JSON file."""
+    check_engine_name(engine)
+    if engine == 'torch':
+        qmodel = quantization.quantize(model, calibration_images, backend, **options)
+        qmodel.engine_choice = requested('torch')
+        return qmodel
+    if engine != 'auto':
+        require_engine(engine, int8=True)  # before calibrating: a missing extra should not cost a calibration first
+    kept: list[torch.Tensor] = []
+    qmodel = quantization.quantize(model, calibration_images, backend, keep_batches=kept, **options)
+    reference = copy.deepcopy(model).eval() if model.training else model
+    example = example_input if example_input is not None else kept[0]
+    return use_int8_engine(qmodel, engine, reference, kept, example, cache_path)
 
 
 # ------------------------------------------------------------------------------------------------ fp32 engines
@@ -224,7 +184,7 @@ def optimize_with_engine(
         example_input: torch.Tensor | None = None, calibration_images: torch.Tensor | None = None,
         cache_path: str | Path | None = None,
 ) -> nn.Module:
-    """``optimize_for_inference`` for ``engine`` != 'torch' or dtype 'int8' (see its docstring).
+    """``optimize_for_inference`` for ``engine`` != 'torch' or dtype 'int8'.
 
     ``torch_build(model, dtype=, example_input=, calibration_images=)`` builds the 'torch' engine's model.
     """
@@ -246,7 +206,7 @@ def optimize_with_engine(
         reasons = {e: f'runs float32 and int8, not dtype={dtype!r}' for e in ENGINES[1:]}
     if engine != 'auto' and engine in reasons:
         raise EngineError(f'engine={engine!r} {reasons[engine]}: use engine=\'torch\'')
-    key = _engine_key(model, str(dtype), tuple(x.shape)) if engine == 'auto' else None
+    key = engine_key(model, str(dtype), tuple(x.shape)) if engine == 'auto' else None
     known = cached_choice(cache_path, key)
     names = ENGINES if engine == 'auto' else (engine,)
     if known is not None:
@@ -265,7 +225,6 @@ def optimize_with_engine(
             else:
                 path = Path(tmp) / 'model.onnx'
                 if not path.exists():
-                    from regzoo.deploy.export import write_onnx
                     write_onnx(model, path, x[:2] if len(x) > 1 else torch.cat([x, x]))
                 built[name] = EngineModel(onnx_runner_for(name, path, tuple(x.shape)), name, model)
             try:
@@ -296,7 +255,6 @@ def _int8(model: nn.Module, engine: str, example_input: torch.Tensor | None, cal
     if calibration_images is None:
         raise EngineError("dtype='int8' needs calibration_images: a few hundred images like the ones the model "
                           'will see (a folder, an (N, C, H, W) tensor or a loader)')
-    from regzoo.deploy.quantize import quantize
     return quantize(model, calibration_images, engine=engine, example_input=example_input, cache_path=cache_path)
 
 
@@ -306,7 +264,7 @@ def use_int8_engine(qmodel: nn.Module, engine: str, float_model: nn.Module, imag
     ONNX Runtime / OpenVINO; 'auto' times every installed engine on ``example`` and keeps the fastest whose top-1
     agrees with ``float_model``'s on ``images`` at least ``MIN_INT8_AGREEMENT`` of the time."""
     check_engine_name(engine)
-    key = _engine_key(float_model, f'int8-{qmodel.activation_bits}bit', tuple(example.shape)) \
+    key = engine_key(float_model, f'int8-{qmodel.activation_bits}bit', tuple(example.shape)) \
         if engine == 'auto' else None
     known = cached_choice(cache_path, key)
     names = (known.engine,) if known is not None else ENGINES if engine == 'auto' else (engine,)
@@ -320,7 +278,6 @@ def use_int8_engine(qmodel: nn.Module, engine: str, float_model: nn.Module, imag
                 continue
             path = Path(tmp) / 'int8.onnx'
             if not path.exists():
-                from regzoo.deploy.export import write_int8_onnx
                 write_int8_onnx(qmodel, path)
             runners[name] = onnx_runner_for(name, path, tuple(example.shape))
     agreement = int8_agreement(runners, float_model, images)

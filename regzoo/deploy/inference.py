@@ -347,9 +347,8 @@ def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, 
 def optimize_for_inference(
         model: nn.Module, *, fuse_bn: bool = True, memory_format: str | torch.memory_format = 'auto',
         dtype: str | torch.dtype | None = None, compile: bool = False, example_input: torch.Tensor | None = None,
-        cache_path: str | Path | None = None, calibration_images: torch.Tensor | None = None,
-        engine: str = 'torch',
-) -> nn.Module:
+        cache_path: str | Path | None = 'default', calibration_images: torch.Tensor | None = None,
+) -> InferenceModel:
     """An eval-only, no-grad copy of ``model`` that runs faster; ``model`` itself is not changed.
 
     Args:
@@ -374,20 +373,9 @@ def optimize_for_inference(
             32 generated images (``regzoo.data.synthetic.synthetic_batch``, seed 0) at ``example_input``'s size.
             Use images of your own domain: a model with an untrained head predicts one class for every
             image, which agrees trivially.
-        engine: 'torch' (this module's fused oneDNN model, an ``InferenceModel``), 'onnxruntime', 'openvino'
-            (extras ``[export]`` / ``[openvino]``; float32 and int8), or 'auto': each installed engine checked
-            against eager and timed on ``example_input`` (else ``calibration_images``), the fastest kept. With
-            dtype='int8' (needs ``calibration_images``) the model is ``regzoo.quantize``'s, run on that engine.
-            The result's ``engine`` and ``engine_choice`` say which and why (``regzoo.deploy.engines``).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f'optimize_for_inference needs an nn.Module, got {type(model).__name__}')
-    if engine != 'torch' or dtype == 'int8':  # every engine but today's fused oneDNN path, and int8
-        from regzoo.deploy.engines import optimize_with_engine
-        torch_build = functools.partial(optimize_for_inference, fuse_bn=fuse_bn, memory_format=memory_format,
-                                        compile=compile, cache_path=cache_path)
-        return optimize_with_engine(model, engine, torch_build, dtype=dtype, example_input=example_input,
-                                    calibration_images=calibration_images, cache_path=cache_path)
     if dtype != 'auto' and dtype not in DTYPES:
         raise ValueError(f"dtype={dtype!r} is invalid: must be None, 'float32', 'bfloat16' or 'auto'")
     if isinstance(memory_format, torch.memory_format):
@@ -425,6 +413,4 @@ def optimize_for_inference(
         dense = _build(model, fuse_bn, out.memory_format, dtype, device, pack=False).model
         out = InferenceModel(dense, out.memory_format, dtype, torch.compile(dense, options={'freezing': True}))
     out.dtype_choice = choice
-    from regzoo.deploy.engines import requested
-    out.engine, out.engine_choice = 'torch', requested('torch')
     return out

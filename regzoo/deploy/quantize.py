@@ -183,13 +183,13 @@ class QuantizedModel(nn.Module):
     def __init__(self, graph: torch.fx.GraphModule, runner: Callable, backend: str,
                  input_size: tuple[int, int, int], calibration_images: int, reduce_range: bool,
                  source: nn.Module | None = None):
-        from regzoo.deploy.engines import requested
         super().__init__()
         self.graph = graph
         self.runner = runner
         self.backend = backend
-        self.engine = 'torch'  # or the engine regzoo.deploy.engines.use_int8_engine set runner to
-        self.engine_choice = requested('torch')
+        # what runs ``runner``: 'torch' (``backend``), or the engine regzoo.deploy.engines.quantize put in its place
+        self.engine = 'torch'
+        self.engine_choice = None  # regzoo.deploy.engines.quantize sets it: the engine and why
         self.input_size = input_size
         self.calibration_images = calibration_images
         self.reduce_range = reduce_range
@@ -228,8 +228,7 @@ class QuantizedModel(nn.Module):
 def quantize(
         model: nn.Module, calibration_images: CalibrationImages, backend: str = 'onednn', *,
         max_images: int | None = DEFAULT_CALIBRATION_IMAGES, batch_size: int = 32, reduce_range: bool | None = None,
-        transform: Callable | None = None, workers: int = 0, engine: str = 'torch',
-        example_input: torch.Tensor | None = None, cache_path: str | os.PathLike | None = None,
+        transform: Callable | None = None, workers: int = 0, keep_batches: list | None = None,
 ) -> QuantizedModel:
     """An int8 copy of ``model`` (which is not changed), calibrated on ``calibration_images``.
 
@@ -244,18 +243,13 @@ def quantize(
         reduce_range: 7-bit activations, which CPUs without VNNI need (see the module docstring); None: 7-bit
             exactly when this CPU has no VNNI. False for a model exported to run on VNNI machines.
         workers: image decoding processes for a calibration folder.
-        engine: what runs the int8 model: 'torch' (``backend``), 'onnxruntime' or 'openvino' (the graph as ONNX QDQ;
-            extras ``[export]`` / ``[openvino]``), or 'auto': the fastest on ``example_input`` (default: the first
-            calibration batch) of those whose top-1 agrees with fp32 on the calibration images >= 99 % of the time
-            (``regzoo.deploy.engines``). ``model.engine_choice`` says which and why.
-        cache_path: a JSON file that keeps engine='auto''s choice (None: measured on every call, nothing written).
+        keep_batches: a list to append every calibration batch to (``regzoo.deploy.engines.quantize`` measures
+            top-1 agreement on them), or None.
+
+    ``regzoo.quantize`` is ``regzoo.deploy.engines.quantize``: this, plus ``engine=`` (ONNX Runtime, OpenVINO).
     """
     if backend not in BACKENDS:
         raise ValueError(f'backend={backend!r} is invalid: must be one of {BACKENDS}')
-    from regzoo.deploy.engines import check_engine_name, require_engine, use_int8_engine
-    check_engine_name(engine)
-    if engine not in ('torch', 'auto'):
-        require_engine(engine, int8=True)  # before calibrating: a missing extra should not cost a calibration first
     if next((p for p in model.parameters() if p.device.type != 'cpu'), None) is not None:
         raise ValueError('int8 quantization runs on CPU: move the model to the CPU first (model.cpu())')
     quantize_pt2e, x86 = require_torchao()
@@ -277,15 +271,15 @@ def quantize(
         quantizer = x86.X86InductorQuantizer()
         quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-        count, kept = 0, []  # kept: the images engine != 'torch' measures top-1 agreement on
+        count = 0
         for images in _prepend(first, batches):
             if tuple(images.shape[1:]) != tuple(first.shape[1:]):
                 raise ValueError(f'calibration images differ in size: {tuple(first.shape[1:])} and '
                                  f'{tuple(images.shape[1:])}; resize them to one size (a transform does)')
             prepared(images)
             count += len(images)
-            if engine != 'torch':
-                kept.append(images)
+            if keep_batches is not None:
+                keep_batches.append(images)
         graph = quantize_pt2e.convert_pt2e(prepared)
         if backend == 'onednn':
             runner = lower_to_onednn(graph, example)
@@ -295,11 +289,7 @@ def quantize(
             runner = graph
     _logger.info('int8: calibrated on %d images of %s, %d-bit activations, backend %s', count,
                  'x'.join(map(str, first.shape[1:])), 7 if reduce_range else 8, backend)
-    qmodel = QuantizedModel(graph, runner, backend, tuple(first.shape[1:]), count, reduce_range, source=model)
-    if engine == 'torch':
-        return qmodel
-    example = example_input if example_input is not None else first
-    return use_int8_engine(qmodel, engine, float_model, kept, example, cache_path)
+    return QuantizedModel(graph, runner, backend, tuple(first.shape[1:]), count, reduce_range, source=model)
 
 
 def _prepend(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
