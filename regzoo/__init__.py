@@ -21,9 +21,8 @@ the library function below.
 from regzoo.analysis import design_space
 from regzoo.analysis.complexity import complexity, measure_complexity
 from regzoo.data.transforms import DataConfig, create_transform, resolve_data_config
+from regzoo.deploy.engines import optimize_for_inference, quantize
 from regzoo.deploy.hub import push_to_hub
-from regzoo.deploy.inference import optimize_for_inference
-from regzoo.deploy.quantize import quantize
 from regzoo.eval.predict import Prediction, predict
 from regzoo.models.design import RegNetCfg, StageSpec, make_stages
 from regzoo.models.features import FeatureInfo, FeatureListNet

@@ -112,6 +112,7 @@ def test_extras_are_declared_in_pyproject():
     assert names['plot'] == {'matplotlib'}
     assert names['data'] == {'webdataset', 'datasets'}
     assert 'regzoo[export,plot]' in extras['test'] and 'regzoo[data]' in extras['test']
+    assert names['openvino'] == {'openvino', 'onnx', 'onnxscript'} and 'regzoo[openvino]' in extras['test']
 
 
 def test_console_scripts_run_the_cli_modules():

@@ -121,6 +121,17 @@ def test_onednn_kernels_compute_the_reference_int8_arithmetic(setup, int8, refer
     assert rel_error(few, fast[:3]) < 0.1 and torch.equal(few.argmax(1), fast[:3].argmax(1))
 
 
+
+def test_quantizing_twice_gives_identical_outputs(setup, int8):
+    """Calibration is deterministic (the same batches in the same order through the same observers), and so are the
+    oneDNN int8 kernels at a given batch size and thread count: a second quantization gives bit-identical logits."""
+    again = quantize(setup['model'], setup['train'])
+    with torch.no_grad():
+        assert torch.equal(again(setup['val_x']), int8(setup['val_x']))
+    assert [n.args[1:] for n in again.graph.graph.nodes if 'quantize_per_tensor' in str(n.target)] == \
+        [n.args[1:] for n in int8.graph.graph.nodes if 'quantize_per_tensor' in str(n.target)]  # same scales
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which('g++') or shutil.which('c++')), reason='inductor needs a C++ compiler')
 def test_inductor_backend_computes_the_same_int8_model(setup, reference):

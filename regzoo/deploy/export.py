@@ -135,9 +135,16 @@ def export_onnx(
     ``dynamo=False`` uses the TorchScript-based exporter: on torch 2.14 it writes the same numbers
     (parity checked either way) about 4x faster than the torch.export-based one (``dynamo=True``).
     """
+    ort = require_onnx(dynamo)
+    write_onnx(model, path, example, opset, dynamo)
+    return onnx_runner(ort, path)
+
+
+def write_onnx(model: nn.Module, path: str | Path, example: torch.Tensor, opset: int = 18,
+               dynamo: bool = False) -> None:
+    """``export_onnx``'s writing half (no runtime, no check): the ONNX file of ``model`` with a dynamic batch axis."""
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f'opset={opset} is invalid: must be >= {ONNX_MIN_OPSET}')
-    ort = require_onnx(dynamo)
     output_names = _output_names(model, example)
     if dynamo:
         batch = torch.export.Dim('batch', min=1, max=4096)
@@ -149,7 +156,6 @@ def export_onnx(
         atomic_write(path, lambda tmp: torch.onnx.export(
             model, (example,), str(tmp), opset_version=opset, dynamo=False, input_names=['input'],
             output_names=output_names, dynamic_axes={n: {0: 'batch'} for n in ['input', *output_names]}))
-    return onnx_runner(ort, path)
 
 
 def onnx_runner(ort, path: str | Path, threads: int | None = None) -> Runner:
@@ -210,16 +216,21 @@ def export_int8_onnx(qmodel: QuantizedModel, path: str | Path, opset: int = 18) 
     DequantizeLinear: int8 weight initializers with per-output-channel scales (axis 0), uint8 activations.
     onnxruntime fuses each DequantizeLinear -> Conv -> QuantizeLinear into an integer conv.
     """
+    ort = require_onnx(dynamo=True)
+    write_int8_onnx(qmodel, path, opset)
+    return onnx_runner(ort, path)
+
+
+def write_int8_onnx(qmodel: QuantizedModel, path: str | Path, opset: int = 18) -> None:
+    """``export_int8_onnx``'s writing half (no runtime): ``qmodel``'s quantized graph as an ONNX QDQ file."""
     if opset < ONNX_MIN_OPSET:
         raise ValueError(f'opset={opset} is invalid: must be >= {ONNX_MIN_OPSET}')
-    ort = require_onnx(dynamo=True)
     example = torch.zeros(2, *qmodel.input_size)
     batch = torch.export.Dim('batch', min=1, max=4096)
     program = torch.export.export(qmodel.graph, (example,), dynamic_shapes=({0: batch},), strict=False)
     write_onnx_atomically(path, lambda target, external: torch.onnx.export(
         program, (example,), str(target), opset_version=opset, dynamo=True, input_names=['input'],
         output_names=['output'], external_data=external, verbose=False), tensor_bytes(qmodel.graph))
-    return onnx_runner(ort, path)
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,9 @@ class QuantizedModel(nn.Module):
         self.graph = graph
         self.runner = runner
         self.backend = backend
+        # what runs ``runner``: 'torch' (``backend``), or the engine regzoo.deploy.engines.quantize put in its place
+        self.engine = 'torch'
+        self.engine_choice = None  # regzoo.deploy.engines.quantize sets it: the engine and why
         self.input_size = input_size
         self.calibration_images = calibration_images
         self.reduce_range = reduce_range
@@ -206,15 +209,16 @@ class QuantizedModel(nn.Module):
                              f'{"x".join(map(str, x.shape[1:]))}; quantize again with images of that size')
         with torch.no_grad():
             x = x.float().contiguous()
-            if self.backend == 'inductor':  # freezing (constant weights) is what enables the int8 fusions
+            # freezing (constant weights) is what enables inductor's int8 fusions
+            if self.engine == 'torch' and self.backend == 'inductor':
                 from torch._inductor import config
                 with config.patch(freezing=True):
                     return self.runner(x)
             return self.runner(x)
 
     def extra_repr(self) -> str:
-        return (f'backend={self.backend}, input_size={self.input_size}, calibration_images={self.calibration_images}, '
-                f'activations={self.activation_bits}-bit')
+        return (f'engine={self.engine}, backend={self.backend}, input_size={self.input_size}, '
+                f'calibration_images={self.calibration_images}, activations={self.activation_bits}-bit')
 
     @property
     def activation_bits(self) -> int:
@@ -224,7 +228,7 @@ class QuantizedModel(nn.Module):
 def quantize(
         model: nn.Module, calibration_images: CalibrationImages, backend: str = 'onednn', *,
         max_images: int | None = DEFAULT_CALIBRATION_IMAGES, batch_size: int = 32, reduce_range: bool | None = None,
-        transform: Callable | None = None, workers: int = 0,
+        transform: Callable | None = None, workers: int = 0, keep_batches: list | None = None,
 ) -> QuantizedModel:
     """An int8 copy of ``model`` (which is not changed), calibrated on ``calibration_images``.
 
@@ -239,6 +243,10 @@ def quantize(
         reduce_range: 7-bit activations, which CPUs without VNNI need (see the module docstring); None: 7-bit
             exactly when this CPU has no VNNI. False for a model exported to run on VNNI machines.
         workers: image decoding processes for a calibration folder.
+        keep_batches: a list to append every calibration batch to (``regzoo.deploy.engines.quantize`` measures
+            top-1 agreement on them), or None.
+
+    ``regzoo.quantize`` is ``regzoo.deploy.engines.quantize``: this, plus ``engine=`` (ONNX Runtime, OpenVINO).
     """
     if backend not in BACKENDS:
         raise ValueError(f'backend={backend!r} is invalid: must be one of {BACKENDS}')
@@ -270,6 +278,8 @@ def quantize(
                                  f'{tuple(images.shape[1:])}; resize them to one size (a transform does)')
             prepared(images)
             count += len(images)
+            if keep_batches is not None:
+                keep_batches.append(images)
         graph = quantize_pt2e.convert_pt2e(prepared)
         if backend == 'onednn':
             runner = lower_to_onednn(graph, example)
