@@ -32,7 +32,7 @@ import torch
 import regzoo
 from regzoo.data.synthetic import synthetic_batch, write_image_folder
 from regzoo.deploy.export import export_int8_onnx, onnx_runner, require_onnx
-from regzoo.deploy.quantize import quantize
+from regzoo.deploy.quantize import quantize_pt2e
 from regzoo.eval.transform import eval_transform
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import describe_machine
@@ -76,7 +76,7 @@ def agreement_rows(arch: str, run: Path, data: Path, work: Path) -> list[dict]:
     rows = []
     for reduce_range in (False, True):
         start = time.perf_counter()
-        int8 = quantize(model, data / 'calib', reduce_range=reduce_range, transform=transform)
+        int8 = quantize_pt2e(model, data / 'calib', reduce_range=reduce_range, transform=transform)
         seconds = time.perf_counter() - start
         runner = export_int8_onnx(int8, work / f'{arch}-rr{int(reduce_range)}.onnx')
         # int8.graph: the same quantized model (scales, int8 weights) run op by op in float
@@ -118,13 +118,13 @@ def speed_rows(arch: str, args, work: Path) -> list[dict]:
     calib, _ = synthetic_batch(args.speed_calibration_images, size, seed=1)
     x = synthetic_batch(batch, size, seed=2)[0]
     fast = regzoo.optimize_for_inference(ours, example_input=x)
-    int8 = quantize(ours, calib)
+    int8 = quantize_pt2e(ours, calib)
     export_int8_onnx(int8, work / 'speed.onnx')
     ort = onnx_runner(require_onnx(True), work / 'speed.onnx', threads=torch.get_num_threads())
     variants = {'timm eager fp32': theirs, 'regzoo eager fp32': ours, 'regzoo optimize_for_inference fp32': fast,
                 'regzoo int8 (oneDNN)': int8, 'int8 ONNX QDQ (onnxruntime)': lambda t: ort(t)[0]}
     if args.inductor:
-        variants['regzoo int8 (inductor)'] = quantize(ours, calib, 'inductor')
+        variants['regzoo int8 (inductor)'] = quantize_pt2e(ours, calib, 'inductor')
     with torch.no_grad():
         times = timed_interleaved({k: (lambda f=f: f(x)) for k, f in variants.items()}, args.repeats, warmup=2)
     base = statistics.median(times['timm eager fp32'])

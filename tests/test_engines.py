@@ -156,8 +156,8 @@ def test_bad_engine_arguments_raise_clearly(model, images, kwargs, match):
 @pytest.fixture(scope='module')
 def reference_int8(model, images):
     pytest.importorskip('torchao', reason="int8 quantization needs the [quantize] extra")
-    from regzoo.deploy.quantize import quantize
-    return quantize(model, images, 'reference')  # the exact int8 arithmetic, run op by op
+    from regzoo.deploy.quantize import quantize_pt2e
+    return quantize_pt2e(model, images, 'reference')  # the exact int8 arithmetic, run op by op
 
 
 def _close_int8(got: torch.Tensor, expected: torch.Tensor) -> None:

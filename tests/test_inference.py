@@ -21,7 +21,7 @@ from regzoo.deploy.inference import (
     choose_dtype,
     fold_bn,
     measure_dtype,
-    optimize_for_inference,
+    torch_fast_path,
 )
 from regzoo.eval.loop import top1_agreement
 
@@ -45,7 +45,7 @@ def test_fp32_matches_original_and_timm(name, memory_format, inputs):
     model = _model(name)
     reference = timm.create_model(name).eval()
     reference.load_state_dict(model.state_dict())
-    fast = optimize_for_inference(model, memory_format=memory_format)
+    fast = torch_fast_path(model, memory_format=memory_format)
     with torch.no_grad():
         expected, theirs = model(inputs), reference(inputs)
     out = fast(inputs)
@@ -62,7 +62,7 @@ def test_bfloat16_close_to_fp32(name, inputs):
     model = _model(name)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # the no-native-bf16 warning on CPUs without AVX512-BF16
-        fast = optimize_for_inference(model, memory_format='channels_last', dtype='bfloat16')
+        fast = torch_fast_path(model, memory_format='channels_last', dtype='bfloat16')
     assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
     out = fast(inputs)
     assert out.dtype == torch.float32  # cast back to the input's dtype
@@ -72,7 +72,7 @@ def test_bfloat16_close_to_fp32(name, inputs):
 
 def test_no_bn_fold_keeps_modules_and_outputs(inputs):
     model = _model('regnety_002')
-    fast = optimize_for_inference(model, fuse_bn=False, memory_format='channels_last')
+    fast = torch_fast_path(model, fuse_bn=False, memory_format='channels_last')
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.modules())
     with torch.no_grad():
         assert max_rel_diff(model(inputs), fast(inputs)) <= 1e-5
@@ -87,7 +87,7 @@ def test_variants_outside_the_zoo_table(inputs):
         model = _model('regnetx_002', **kwargs)
         with torch.no_grad():
             expected = model(inputs)
-        assert max_rel_diff(expected, optimize_for_inference(model, memory_format=fmt)(inputs)) <= 1e-3, kwargs
+        assert max_rel_diff(expected, torch_fast_path(model, memory_format=fmt)(inputs)) <= 1e-3, kwargs
 
 
 def test_fold_bn_equals_conv_then_bn():
@@ -106,7 +106,7 @@ def test_no_grad_and_caller_model_untouched(inputs):
     model = _model('regnety_002')
     before = copy.deepcopy(model.state_dict())
     x = inputs.clone().requires_grad_(True)
-    out = optimize_for_inference(model, memory_format='channels_last')(x)
+    out = torch_fast_path(model, memory_format='channels_last')(x)
     assert not out.requires_grad and out.grad_fn is None
     assert model.stem.conv.weight.requires_grad  # the caller's model still trains
     assert not any(isinstance(m, FusedConv) for m in model.modules())
@@ -117,7 +117,7 @@ def test_no_grad_and_caller_model_untouched(inputs):
 def test_training_mode_model_is_copied_to_eval_with_warning(inputs):
     model = _model('regnetx_002').train()
     with pytest.warns(UserWarning, match='training mode'):
-        fast = optimize_for_inference(model, memory_format='contiguous')
+        fast = torch_fast_path(model, memory_format='contiguous')
     assert model.training  # the caller's model keeps its mode
     assert not fast.training
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_auto_memory_format_writes_nothing_without_a_cache_path(tmp_path, inputs
 def test_auto_memory_format_measures_once_then_uses_the_cache(tmp_path, inputs):
     model = _model('regnetx_002')
     cache = tmp_path / 'fmt.json'
-    fast = optimize_for_inference(model, memory_format='auto', example_input=inputs, cache_path=cache)
+    fast = torch_fast_path(model, memory_format='auto', example_input=inputs, cache_path=cache)
     assert fast.memory_format in (torch.channels_last, torch.contiguous_format)
     text = cache.read_text()
     assert 'regnetx_002' not in text and len(text) > 10  # keyed by the architecture's hash
@@ -154,7 +154,7 @@ def test_auto_memory_format_measures_once_then_uses_the_cache(tmp_path, inputs):
     planted = text.replace('"channels_last"', '"X"').replace('"contiguous"', '"X"')
     for choice, fmt in (('contiguous', torch.contiguous_format), ('channels_last', torch.channels_last)):
         cache.write_text(planted.replace('"X"', f'"{choice}"'))
-        again = optimize_for_inference(model, memory_format='auto', example_input=inputs, cache_path=cache)
+        again = torch_fast_path(model, memory_format='auto', example_input=inputs, cache_path=cache)
         assert again.memory_format == fmt
     with torch.no_grad():
         assert max_rel_diff(model(inputs), again(inputs)) <= 1e-3
@@ -166,13 +166,13 @@ def test_auto_memory_format_measures_once_then_uses_the_cache(tmp_path, inputs):
 ])
 def test_bad_arguments_raise_clearly(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        optimize_for_inference(_model('regnetx_002'), **kwargs)
+        torch_fast_path(_model('regnetx_002'), **kwargs)
     with pytest.raises(TypeError, match='nn.Module'):
-        optimize_for_inference('regnetx_002')
+        torch_fast_path('regnetx_002')
 
 
 def test_inference_model_returns_input_dtype_for_double_input(inputs):
-    fast = optimize_for_inference(_model('regnetx_002'), memory_format='contiguous')
+    fast = torch_fast_path(_model('regnetx_002'), memory_format='contiguous')
     assert isinstance(fast, InferenceModel)
     assert fast(inputs.double()).dtype == torch.float64
 
@@ -196,7 +196,7 @@ def test_choose_dtype_rule_both_branches():
 def test_dtype_auto_real_call(inputs, caplog):
     model = _model('regnetx_002')
     with caplog.at_level('INFO', logger='regzoo.deploy.inference'):
-        fast = optimize_for_inference(model, dtype='auto', memory_format='channels_last', example_input=inputs)
+        fast = torch_fast_path(model, dtype='auto', memory_format='channels_last', example_input=inputs)
     choice = fast.dtype_choice
     assert isinstance(choice, DtypeChoice) and f"dtype='auto' chose {choice.dtype}: {choice.reason}" in caplog.text
     assert all(str(p.dtype) == f'torch.{choice.dtype}' for p in fast.parameters())
@@ -206,7 +206,7 @@ def test_dtype_auto_real_call(inputs, caplog):
         assert choice.dtype == 'float32' and 'no native bf16' in choice.reason and choice.bf16_ms is None
     else:
         assert choice.fp32_ms > 0 and choice.bf16_ms > 0 and choice.images == 32
-    explicit = optimize_for_inference(model, memory_format='contiguous').dtype_choice
+    explicit = torch_fast_path(model, memory_format='contiguous').dtype_choice
     assert explicit.dtype == 'float32' and explicit.reason == 'requested (dtype=None)'
 
 
@@ -220,7 +220,7 @@ def test_measure_dtype_times_and_compares_for_real(inputs):
     def build(dtype):
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # no native bf16 here
-            return optimize_for_inference(model, dtype=dtype, memory_format='channels_last')
+            return torch_fast_path(model, dtype=dtype, memory_format='channels_last')
 
     choice, chosen = measure_dtype(build, inputs, images, in_chans=3, bf16_native=True, repeats=2)
     assert choice.fp32_ms > 0 and choice.bf16_ms > 0 and choice.images == 16
@@ -235,6 +235,6 @@ def test_measure_dtype_times_and_compares_for_real(inputs):
 @pytest.mark.slow
 def test_compile_matches_original(inputs):
     model = _model('regnety_002')
-    fast = optimize_for_inference(model, memory_format='channels_last', compile=True)
+    fast = torch_fast_path(model, memory_format='channels_last', compile=True)
     with torch.no_grad():
         assert max_rel_diff(model(inputs), fast(inputs)) <= 1e-3

@@ -31,7 +31,7 @@ from regzoo.utils.machine import describe_machine
 pytest.importorskip('torchao', reason="int8 quantization needs the [quantize] extra")
 
 from regzoo.deploy.export import export_int8_onnx  # noqa: E402
-from regzoo.deploy.quantize import QuantizedModel, calibration_batches, fold_batchnorm, quantize  # noqa: E402
+from regzoo.deploy.quantize import QuantizedModel, calibration_batches, fold_batchnorm, quantize_pt2e  # noqa: E402
 from regzoo.cli.export import main as export_main  # noqa: E402
 
 CLASSES = 6
@@ -69,12 +69,12 @@ def setup(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope='module')
 def int8(setup) -> QuantizedModel:
-    return quantize(setup['model'], setup['train'])  # a folder, read with the model's eval transform
+    return quantize_pt2e(setup['model'], setup['train'])  # a folder, read with the model's eval transform
 
 
 @pytest.fixture(scope='module')
 def reference(setup) -> QuantizedModel:
-    return quantize(setup['model'], setup['train'], 'reference')
+    return quantize_pt2e(setup['model'], setup['train'], 'reference')
 
 
 def top1_agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -125,7 +125,7 @@ def test_onednn_kernels_compute_the_reference_int8_arithmetic(setup, int8, refer
 def test_quantizing_twice_gives_identical_outputs(setup, int8):
     """Calibration is deterministic (the same batches in the same order through the same observers), and so are the
     oneDNN int8 kernels at a given batch size and thread count: a second quantization gives bit-identical logits."""
-    again = quantize(setup['model'], setup['train'])
+    again = quantize_pt2e(setup['model'], setup['train'])
     with torch.no_grad():
         assert torch.equal(again(setup['val_x']), int8(setup['val_x']))
     assert [n.args[1:] for n in again.graph.graph.nodes if 'quantize_per_tensor' in str(n.target)] == \
@@ -136,7 +136,7 @@ def test_quantizing_twice_gives_identical_outputs(setup, int8):
 @pytest.mark.skipif(not (shutil.which('g++') or shutil.which('c++')), reason='inductor needs a C++ compiler')
 def test_inductor_backend_computes_the_same_int8_model(setup, reference):
     """torch.compile of the quantized graph (it compiles on the first call: slow) fuses the same int8 convs."""
-    inductor = quantize(setup['model'], setup['train'], 'inductor')
+    inductor = quantize_pt2e(setup['model'], setup['train'], 'inductor')
     with torch.no_grad():
         got, expected = inductor(setup['val_x']), reference(setup['val_x'])
     assert rel_error(got, expected) < 0.3 and top1_agreement(got, expected) >= 0.95
@@ -184,7 +184,7 @@ def test_calibration_from_a_loader_equals_calibration_from_the_folder(setup, ref
     """A DataLoader of (images, targets), a tensor and the folder itself calibrate identically."""
     x, y = _images(setup['train'], eval_transform(setup['model']))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
-    from_loader = quantize(setup['model'], loader, 'reference')
+    from_loader = quantize_pt2e(setup['model'], loader, 'reference')
     with torch.no_grad():
         torch.testing.assert_close(from_loader(setup['val_x']), reference(setup['val_x']), rtol=0, atol=0)
     assert [len(b) for b in calibration_batches(x, batch_size=32, max_images=50)] == [32, 18]
@@ -194,18 +194,18 @@ def test_calibration_from_a_loader_equals_calibration_from_the_folder(setup, ref
 def test_bad_calibration_input_and_misuse_fail_clearly(setup, int8, tmp_path):
     model = setup['model']
     with pytest.raises(FileNotFoundError, match='does not exist'):
-        quantize(model, tmp_path / 'missing')
+        quantize_pt2e(model, tmp_path / 'missing')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match='no images in this folder'):
-        quantize(model, tmp_path / 'empty')
+        quantize_pt2e(model, tmp_path / 'empty')
     with pytest.raises(ValueError, match='no calibration images'):
-        quantize(model, [])
+        quantize_pt2e(model, [])
     with pytest.raises(ValueError, match='float NCHW'):
-        quantize(model, torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+        quantize_pt2e(model, torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
     with pytest.raises(ValueError, match='differ in size'):
-        quantize(model, [torch.randn(2, 3, 64, 64), torch.randn(2, 3, 48, 48)])
+        quantize_pt2e(model, [torch.randn(2, 3, 64, 64), torch.randn(2, 3, 48, 48)])
     with pytest.raises(ValueError, match="backend='tpu' is invalid"):
-        quantize(model, setup['val_x'], 'tpu')
+        quantize_pt2e(model, setup['val_x'], 'tpu')
     with pytest.raises(ValueError, match='quantized for 3x64x64 inputs, got 3x32x32'):
         int8(torch.randn(1, 3, 32, 32))
     with pytest.raises(RuntimeError, match='eval-only'):
@@ -216,7 +216,7 @@ def test_missing_extra_names_the_pip_command(setup, monkeypatch):
     monkeypatch.setitem(sys.modules, 'torchao', None)
     with pytest.raises(MissingExtraError, match=r"^int8 quantization needs torchao; install it with: "
                                                 r"pip install 'regzoo\[quantize\]'$"):
-        quantize(setup['model'], setup['val_x'])
+        quantize_pt2e(setup['model'], setup['val_x'])
 
 
 # ------------------------------------------------------------------------------------------- ONNX QDQ

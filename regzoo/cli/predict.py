@@ -95,14 +95,14 @@ def faster_model(args, model, num_images: int):
         import torch
 
         from regzoo.data.transforms import resolve_data_config
-        from regzoo.deploy.inference import optimize_for_inference
+        from regzoo.deploy.inference import torch_fast_path
         size = resolve_data_config(model=model).input_size
         example = torch.randn(max(1, min(args.batch_size, num_images)), model.in_chans, *size[1:])
-        return optimize_for_inference(model, example_input=example.to(next(model.parameters()).device))
+        return torch_fast_path(model, example_input=example.to(next(model.parameters()).device))
     if args.int8:
-        from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize
-        return quantize(model, args.calibration_dir, max_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES,
-                        batch_size=args.batch_size)
+        from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_pt2e
+        return quantize_pt2e(model, args.calibration_dir,
+                             max_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES, batch_size=args.batch_size)
     return None
 
 

@@ -108,17 +108,17 @@ def check_variant_args(args: argparse.Namespace) -> None:
 
 
 def _fast_model(batch_size: int, model, data_config, transform):
-    from regzoo.deploy.inference import optimize_for_inference
+    from regzoo.deploy.inference import torch_fast_path
     device = next(model.parameters()).device
     # the memory format is timed on a batch like the ones scored (at most 32: timing big batches costs minutes)
     example = torch.randn(min(batch_size, 32), *data_config.input_size, device=device)
-    return optimize_for_inference(model, example_input=example)
+    return torch_fast_path(model, example_input=example)
 
 
 def _int8_model(folder: str, max_images: int | None, batch_size: int, workers: int, model, data_config, transform):
-    from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize
-    return quantize(model, folder, transform=transform, max_images=max_images or DEFAULT_CALIBRATION_IMAGES,
-                    batch_size=min(batch_size, 64), workers=workers)
+    from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_pt2e
+    return quantize_pt2e(model, folder, transform=transform, max_images=max_images or DEFAULT_CALIBRATION_IMAGES,
+                         batch_size=min(batch_size, 64), workers=workers)
 
 
 def build_variants(args: argparse.Namespace) -> dict[str, Variant]:

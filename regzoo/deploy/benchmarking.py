@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from regzoo.analysis.complexity import complexity
 from regzoo.data.synthetic import synthetic_batch
-from regzoo.deploy.inference import optimize_for_inference
+from regzoo.deploy.inference import torch_fast_path
 from regzoo.eval.loop import top1_agreement
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import Machine
@@ -72,14 +72,14 @@ def _optimized(dtype: str | None) -> Callable[[Shared], nn.Module]:
     def build(s: Shared) -> nn.Module:
         with warnings.catch_warnings():
             warnings.filterwarnings('ignore', 'optimize_for_inference: this CPU has no native bfloat16')
-            return optimize_for_inference(s.regzoo_model, memory_format=s.memory_format, dtype=dtype,
-                                          compile=s.compile, example_input=s.example_input)
+            return torch_fast_path(s.regzoo_model, memory_format=s.memory_format, dtype=dtype,
+                                   compile=s.compile, example_input=s.example_input)
     return build
 
 
 def _int8(s: Shared) -> nn.Module:
-    from regzoo.deploy.quantize import quantize  # imported when the variant runs (torchao): --help stays light
-    return quantize(s.regzoo_model, s.calibration_images)  # oneDNN int8 kernels, calibrated on the probe's images
+    from regzoo.deploy.quantize import quantize_pt2e  # imported when the variant runs (torchao): --help stays light
+    return quantize_pt2e(s.regzoo_model, s.calibration_images)  # oneDNN int8 kernels, calibrated on the probe's images
 
 
 def _int8_default(machine: Machine) -> bool:

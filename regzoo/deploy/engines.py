@@ -132,7 +132,7 @@ def optimize_for_inference(
     """``regzoo.optimize_for_inference``: an eval-only, faster copy of ``model`` run by ``engine``.
 
     Args:
-        engine: 'torch' (``regzoo.deploy.inference.optimize_for_inference``: BN folded, fused oneDNN convs; its
+        engine: 'torch' (``regzoo.deploy.inference.torch_fast_path``: BN folded, fused oneDNN convs; its
             ``torch_options``: fuse_bn, memory_format, compile), 'onnxruntime', 'openvino' (float32 and int8;
             extras ``[export]`` / ``[openvino]``), or 'auto': every installed engine built, checked against eager
             (fp32: 1e-3 relative), timed on ``example_input`` (else the first 32 ``calibration_images``) and the
@@ -145,12 +145,12 @@ def optimize_for_inference(
     """
     check_engine_name(engine)
     if engine == 'torch' and dtype != 'int8':
-        out = inference.optimize_for_inference(model, dtype=dtype, example_input=example_input,
+        out = inference.torch_fast_path(model, dtype=dtype, example_input=example_input,
                                                calibration_images=calibration_images, cache_path=cache_path,
                                                **torch_options)
         out.engine, out.engine_choice = 'torch', requested('torch')
         return out
-    torch_build = functools.partial(inference.optimize_for_inference, cache_path=cache_path, **torch_options)
+    torch_build = functools.partial(inference.torch_fast_path, cache_path=cache_path, **torch_options)
     return optimize_with_engine(model, engine, torch_build, dtype=dtype, example_input=example_input,
                                 calibration_images=calibration_images, cache_path=cache_path)
 
@@ -158,20 +158,21 @@ def optimize_for_inference(
 def quantize(model: nn.Module, calibration_images, backend: str = 'onednn', *, engine: str = 'torch',
              example_input: torch.Tensor | None = None, cache_path: str | Path | None = None,
              **options) -> nn.Module:
-    """``regzoo.quantize``: ``regzoo.deploy.quantize.quantize`` (its docstring has the arguments), run by ``engine``:
+    """``regzoo.quantize``: ``regzoo.deploy.quantize.quantize_pt2e`` (its docstring has the arguments), run by
+    ``engine``:
     'torch' (``backend``), 'onnxruntime' or 'openvino' (the graph as ONNX QDQ; extras ``[export]`` /
     ``[openvino]``), or 'auto': the fastest on ``example_input`` (default: the first calibration batch) of those
     whose top-1 agrees with fp32 on the calibration images at least ``MIN_INT8_AGREEMENT`` of the time.
     ``model.engine_choice`` says which and why; ``cache_path`` may keep 'auto''s choice in a JSON file."""
     check_engine_name(engine)
     if engine == 'torch':
-        qmodel = quantization.quantize(model, calibration_images, backend, **options)
+        qmodel = quantization.quantize_pt2e(model, calibration_images, backend, **options)
         qmodel.engine_choice = requested('torch')
         return qmodel
     if engine != 'auto':
         require_engine(engine, int8=True)  # before calibrating: a missing extra should not cost a calibration first
     kept: list[torch.Tensor] = []
-    qmodel = quantization.quantize(model, calibration_images, backend, keep_batches=kept, **options)
+    qmodel = quantization.quantize_pt2e(model, calibration_images, backend, keep_batches=kept, **options)
     reference = copy.deepcopy(model).eval() if model.training else model
     example = example_input if example_input is not None else kept[0]
     return use_int8_engine(qmodel, engine, reference, kept, example, cache_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from regzoo.deploy.inference import _cache_key
+from regzoo.deploy.inference import tuning_key
 from regzoo.utils.extras import require
 from regzoo.utils.files import atomic_write
 from regzoo.utils.timing import timed
@@ -100,7 +100,7 @@ def median_ms(candidates: Mapping[str, Callable], x: torch.Tensor, repeats: int 
 # ------------------------------------------------------------------------------------------------ the cache
 
 def engine_key(model: nn.Module, kind: str, shape: tuple[int, ...]) -> str | None:
-    key = _cache_key(model, True, kind, shape)
+    key = tuning_key(model, True, kind, shape)
     return key and f'engine|{key}'
 
 

@@ -29,7 +29,7 @@ from regzoo.deploy.quantize import (
     CalibrationImages,
     QuantizedModel,
     calibration_batches,
-    quantize,
+    quantize_pt2e,
 )
 from regzoo.eval.loop import top1_matches
 from regzoo.eval.transform import eval_transform
@@ -282,8 +282,8 @@ def export_int8(
     model = model.eval()
     if transform is None and any(isinstance(s, (str, os.PathLike)) for s in (calibration_images, check_images)):
         transform = eval_transform(model)
-    qmodel = quantize(model, calibration_images, backend, max_images=max_images, transform=transform,
-                      reduce_range=reduce_range)
+    qmodel = quantize_pt2e(model, calibration_images, backend, max_images=max_images, transform=transform,
+                           reduce_range=reduce_range)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     runner = export_int8_onnx(qmodel, path, opset)

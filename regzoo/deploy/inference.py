@@ -298,7 +298,7 @@ def choose_memory_format(candidates: dict[str, nn.Module], x: torch.Tensor, repe
     return 'contiguous' if med['contiguous'] < 0.95 * med['channels_last'] else 'channels_last'
 
 
-def _cache_key(model: nn.Module, fuse_bn: bool, dtype: torch.dtype, shape: tuple[int, ...]) -> str | None:
+def tuning_key(model: nn.Module, fuse_bn: bool, dtype: torch.dtype, shape: tuple[int, ...]) -> str | None:
     cfg = getattr(model, 'cfg', None)
     if cfg is None:
         return None  # no architecture identity to key on: measure every time
@@ -314,7 +314,7 @@ def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, 
     if memory_format != 'auto':
         return memory_format
     x = x.to(device=device, dtype=dtype)
-    key = _cache_key(model, fuse_bn, dtype, tuple(x.shape))
+    key = tuning_key(model, fuse_bn, dtype, tuple(x.shape))
     path = Path(cache_path) if cache_path is not None else None
     cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
     if key in cache:
@@ -329,7 +329,7 @@ def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, 
     return memory_format
 
 
-def optimize_for_inference(
+def torch_fast_path(
         model: nn.Module, *, fuse_bn: bool = True, memory_format: str | torch.memory_format = 'auto',
         dtype: str | torch.dtype | None = None, compile: bool = False, example_input: torch.Tensor | None = None,
         cache_path: str | Path | None = None, calibration_images: torch.Tensor | None = None,

@@ -225,7 +225,7 @@ class QuantizedModel(nn.Module):
         return 7 if self.reduce_range else 8
 
 
-def quantize(
+def quantize_pt2e(
         model: nn.Module, calibration_images: CalibrationImages, backend: str = 'onednn', *,
         max_images: int | None = DEFAULT_CALIBRATION_IMAGES, batch_size: int = 32, reduce_range: bool | None = None,
         transform: Callable | None = None, workers: int = 0, keep_batches: list | None = None,
