@@ -76,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-c', '--config', help='YAML file of arg defaults, keys are the flag names with underscores '
                                           '(default: none)')
     g = p.add_argument_group('data')
-    g.add_argument('--data-dir', help='folder holding <train-split>/ and <val-split>/ ImageFolder trees '
-                                      '(required: no default)')
-    g.add_argument('--train-split', default='train', help='train split folder under --data-dir')
-    g.add_argument('--val-split', default='val', help='validation split folder under --data-dir')
+    g.add_argument('--data-dir', help='the data (required: no default): a folder holding <train-split>/ and '
+                                      '<val-split>/ ImageFolder trees (or folders of shards), a folder of WebDataset '
+                                      'shards <split>-*.tar, or an HF save_to_disk DatasetDict')
+    g.add_argument('--train-split', default='train',
+                   help='train split: a folder, <split>-*.tar shards or a DatasetDict split of --data-dir')
+    g.add_argument('--val-split', default='val',
+                   help='validation split: a folder, <split>-*.tar shards or a DatasetDict split of --data-dir')
     g.add_argument('-j', '--workers', type=int, default=default_workers(),
                    help='data-loading processes per training process (0: load in the main process); '
                         'default: min(available CPUs, 8) = %(default)s')
@@ -157,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--amp', action='store_true', help='mixed-precision autocast')
     g.add_argument('--amp-dtype', choices=('bfloat16', 'float16'), default='float16', help='autocast dtype')
     g.add_argument('--device', default=None, help='default: cuda when available, else cpu')
+    g.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                   help='torch.compile the training forward/backward with this backend (the flag alone: inductor); '
+                        'weights, EMA and validation use the uncompiled module (default: off)')
+    g.add_argument('--torchcompile-mode', default=None,
+                   help="torch.compile mode, e.g. max-autotune, reduce-overhead (default: torch's)")
     g.add_argument('--seed', type=int, default=42, help='seeds the init, the data order and every augmentation')
     g.add_argument('--output', default='output/train', help='folder of run folders')
     g.add_argument('--experiment', default=None, help='run folder name under --output; '

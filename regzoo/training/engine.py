@@ -32,7 +32,7 @@ class TrainParts:
     mixup: Callable | None
     ema: nn.Module | None     # timm ModelEmaV3
     loader: torch.utils.data.DataLoader
-    sampler: GlobalBatchSampler
+    sampler: GlobalBatchSampler     # or, for shards, a ShardEpochs (``regzoo.training.splits``)
     scaler: torch.amp.GradScaler | None
 
 
@@ -76,7 +76,14 @@ def train_one_epoch(parts: TrainParts, *, epoch: int, start_update: int = 0, glo
     with watch, progress:
         for update in range(start_update, updates):
             for micro in range(accum):
-                x, y = next(batches)
+                batch = next(batches, None)
+                # a stream can run dry on one rank before the planned updates: every rank stops together, before
+                # a forward whose gradient all-reduce the others would never join
+                if sampler.restarts_epochs and any_process(batch is None, info):
+                    parts.optimizer.zero_grad(set_to_none=True)
+                    return _result(loss_sum, images, local_loss, local_images, watch.elapsed(), updates,
+                                   global_update, False, lr, info)
+                x, y = batch
                 # drop-path and mixup draw from the global RNGs: seed them per step so a resumed run repeats them
                 seed_all(mix_seed(cfg.seed, info.rank, epoch, update, micro))
                 x, y = x.to(info.device, non_blocking=True), y.to(info.device, non_blocking=True)

@@ -99,7 +99,7 @@ def train_transform(cfg: RunConfig):
     return tf
 
 
-def _image_folder(data_dir: Path, split: str) -> ImageFolder:
+def image_folder(data_dir: Path, split: str) -> ImageFolder:
     root = data_dir / split
     if not root.is_dir():
         present = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
@@ -130,31 +130,22 @@ class CheckedLoader:
                                        'remove or replace it') from None
 
 
-def load_splits(args: argparse.Namespace) -> tuple[ImageFolder, ImageFolder, int]:
-    """Train and val ImageFolders (no transforms yet: they follow the model's eval cfg) and the number of classes."""
-    if not args.data_dir:
-        raise TrainingInputError('--data-dir is required')
-    data_dir = Path(args.data_dir)
-    if not data_dir.is_dir():
-        raise TrainingInputError(f'--data-dir {data_dir} does not exist or is not a folder')
-    train, val = _image_folder(data_dir, args.train_split), _image_folder(data_dir, args.val_split)
-    if val.class_to_idx != train.class_to_idx:
-        only_val = sorted(set(val.classes) - set(train.classes))
-        raise TrainingInputError(
-            f'the {args.val_split} classes differ from the {args.train_split} classes'
-            + (f' (only in {args.val_split}: {only_val[:5]})' if only_val else ''))
-    num_classes = len(train.classes)
-    if args.num_classes is not None and args.num_classes != num_classes:
-        raise TrainingInputError(
-            f'--num-classes {args.num_classes} conflicts with the data: {data_dir / args.train_split} '
-            f'has {num_classes} class folders')
-    return train, val, num_classes
+def load_image(base, index: int):
+    """(RGB image, target) ``index`` of an ImageFolder or of an HF training split (``load(index)``); an unreadable
+    image raises UnreadableImageError."""
+    if hasattr(base, 'load'):
+        try:
+            return base.load(index)
+        except OSError as e:  # HFImageDataset names the row and the fix
+            raise UnreadableImageError(str(e)) from None
+    path, target = base.samples[index]
+    return base.loader(path), target
 
 
 class SeededTransformDataset(Dataset):
-    """Indexed by (index, seed): seeds the RNGs, then loads and transforms image ``index``."""
+    """Indexed by (index, seed): seeds the RNGs, then loads and transforms image ``index`` (``load_image``)."""
 
-    def __init__(self, base: ImageFolder, transform):
+    def __init__(self, base, transform):
         self.base, self.transform = base, transform
 
     def __len__(self) -> int:
@@ -162,14 +153,15 @@ class SeededTransformDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        path, target = self.base.samples[index]
-        img = self.base.loader(path)
+        img, target = load_image(self.base, index)
         seed_all(seed)
         return self.transform(img), target
 
 
 class GlobalBatchSampler(Sampler[tuple[int, int]]):
     """(index, augmentation seed) pairs for one process: see the module docstring."""
+
+    restarts_epochs = False  # a resume continues mid-epoch, exactly
 
     def __init__(self, num_images: int, batch_size: int, world_size: int, rank: int, accum_steps: int,
                  seed: int, shuffle: bool = True):

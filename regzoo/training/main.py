@@ -130,10 +130,17 @@ def restore(parts: TrainParts, resumed: Resumed | None) -> Position:
     if parts.scaler and state['scaler']:
         parts.scaler.load_state_dict(state['scaler'])
     restore_rng_states(state['rng'])
+    best = (state['best_top1'], state['best_epoch'])
+    if parts.sampler.restarts_epochs and state['step_in_epoch']:
+        # a stream has no saved position inside an epoch: the stopped epoch runs again from its start, with the
+        # weights as saved (an epoch-boundary resume; the per-update schedule goes back to the epoch's start too)
+        if parts.info.is_primary:
+            print(f'train.py: shards resume at an epoch boundary: epoch {state["epoch"]} restarts at its start '
+                  f'(its {state["step_in_epoch"]} update(s) before the stop are trained again)', flush=True)
+        return Position(state['epoch'], 0, state['update'] - state['step_in_epoch'], 0.0, 0, best)
     primary = parts.info.is_primary  # the part-done epoch's loss is summed over processes, kept by process 0
     return Position(state['epoch'], state['step_in_epoch'], state['update'],
-                    state['epoch_loss_sum'] if primary else 0.0, state['epoch_images'] if primary else 0,
-                    (state['best_top1'], state['best_epoch']))
+                    state['epoch_loss_sum'] if primary else 0.0, state['epoch_images'] if primary else 0, best)
 
 
 def _run_files(run_dir: Path) -> list[Path]:
@@ -154,7 +161,7 @@ def write_run_files(run: Run) -> bool:
                 p.unlink()
         atomic_write(run.run_dir / RUN_ARGS_FILE,
                      lambda tmp: tmp.write_text(yaml.safe_dump(run.cfg.to_dict(), sort_keys=True)))
-        write_run_config(run.run_dir, run.parts.model, run.model_cfg, list(run.class_names))
+        write_run_config(run.run_dir, run.parts.model, run.model_cfg, list(run.class_names) if run.class_names is not None else None)
     return made
 
 

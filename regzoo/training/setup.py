@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from regzoo.data.locate import SplitLocation
 from regzoo.training.args import BATCH_SENSITIVE_RECIPES, load_recipe, resolve_args
 from regzoo.training.checkpoint import run_pretrained_cfg
 from regzoo.training.components import (
@@ -33,7 +34,6 @@ from regzoo.training.distributed import DistInfo, all_reduce_sum
 from regzoo.training.engine import TrainParts
 from regzoo.training.errors import TrainingInputError
 from regzoo.training.loaders import (
-    load_splits,
     run_data_config,
     seed_all,
     train_loader,
@@ -42,6 +42,7 @@ from regzoo.training.loaders import (
     val_indices,
     val_loader,
 )
+from regzoo.training.splits import Splits, eval_split_loader, load_splits, stream_loader
 from regzoo.utils.files import unwritable_reason
 from regzoo.zoo.pretrained import PretrainedCfg
 
@@ -65,7 +66,7 @@ class Run:
     evaluation: torch.utils.data.DataLoader
     run_dir: Path
     model_cfg: PretrainedCfg        # the pretrained cfg every weights file of the run carries (config.json)
-    class_names: tuple[str, ...]
+    class_names: tuple[str, ...] | None   # None: the data's labels are classifier indices
     plan: tuple[str, ...]           # printed before the first epoch
     resumed: Resumed | None
 
@@ -123,7 +124,7 @@ def _starting_cfg(args, model, resumed: Resumed | None) -> tuple[object, str]:
     return None, "train.py's defaults"
 
 
-def _plan(cfg: RunConfig, model, train_set, val_set, parts: TrainParts, eval_source: str, run_dir: Path,
+def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source: str, run_dir: Path,
           resumed: Resumed | None) -> tuple[str, ...]:
     """What the run is about to do, printed before it starts."""
     data = cfg.data_config
@@ -139,8 +140,10 @@ def _plan(cfg: RunConfig, model, train_set, val_set, parts: TrainParts, eval_sou
     return (
         f'plan ({"recipe " + cfg.recipe if cfg.recipe else "no recipe"}):',
         f'  model     {cfg.model}, {model.num_classes} classes, {start}',
-        f'  data      {len(train_set)} train / {len(val_set)} val images in {len(train_set.classes)} classes '
-        f'({Path(cfg.data_dir) / cfg.train_split}, {Path(cfg.data_dir) / cfg.val_split})',
+        f'  data      {splits.num_train} train'
+        + (f' / {len(splits.val)} val' if hasattr(splits.val, '__len__') else '')
+        + f' images in {splits.num_classes} classes ({splits.train_where}; val: {splits.val_where})'
+        + ('; a resume restarts the stopped epoch at its start' if splits.streams else ''),
         f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates, global batch '
         f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
         f'{cfg.weight_decay:g}',
@@ -179,8 +182,10 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
         if reason:
             raise TrainingInputError(f'--output {args.output}: cannot write there: {reason}; choose another --output')
         refuse_used_run_dir(_named_run_dir(args), args, resumed)
-    train_set, val_set, num_classes = load_splits(args)
-    sampler = train_sampler(train_set, args, info.rank)  # a batch too large for the data fails before any weights load
+    splits = load_splits(args, info.rank, info.world_size)
+    num_classes = splits.num_classes
+    if not splits.streams:  # a batch too large for the data fails before any weights load
+        sampler = train_sampler(splits.train, args, info.rank)
     seed_all(args.seed)  # the same initial weights on every process
     # the model's weights come through create_model; the rest of the training state is restored later
     model = build_model(args, num_classes, resumed.weights_path if resumed else None)
@@ -193,7 +198,14 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
         refuse_used_run_dir(run_dir, cfg, resumed)
     model_cfg = run_pretrained_cfg(model, model.pretrained_cfg if start_cfg is not None else None, train_size,
                                    data_config)
-    evaluation = val_loader(val_set, cfg, _readable_val(val_set, cfg, info))
+    if isinstance(splits.val, SplitLocation):
+        evaluation = eval_split_loader(splits, cfg, info)
+    else:
+        evaluation = val_loader(splits.val, cfg, _readable_val(splits.val, cfg, info))
+    if splits.streams:
+        loader, sampler = stream_loader(splits, cfg, info)
+    else:
+        loader = train_loader(splits.train, cfg, sampler)
     if cfg.sync_bn:
         model = convert_sync_bn(model, info.device, info.distributed)
     model = model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
@@ -201,14 +213,18 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
     mixup = create_mixup(cfg)
     train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == 'cuda'
                                           else None) if info.distributed else model
+    if cfg.torchcompile:
+        # as timm: the DDP-wrapped module is compiled (DDP's optimizer splits the graph at its buckets); the bare
+        # ``model`` stays the source of the state dict (no ``_orig_mod.`` names), the EMA and validation
+        train_model = torch.compile(train_model, backend=cfg.torchcompile, mode=cfg.torchcompile_mode)
     parts = TrainParts(
         cfg, info, model, train_model, optimizer, create_scheduler(optimizer, cfg, sampler.updates_per_epoch),
         lr_schedule(cfg, sampler.updates_per_epoch), create_loss(cfg, mixup), mixup, create_ema(model, cfg),
-        train_loader(train_set, cfg, sampler), sampler,
+        loader, sampler,
         torch.amp.GradScaler(info.device.type) if cfg.amp and cfg.amp_dtype == 'float16'
         and info.device.type == 'cuda' else None)
-    plan = _plan(cfg, model, train_set, val_set, parts, eval_source, run_dir, resumed)
-    return Run(cfg, info, parts, evaluation, run_dir, model_cfg, tuple(train_set.classes), plan, resumed)
+    plan = _plan(cfg, model, splits, parts, eval_source, run_dir, resumed)
+    return Run(cfg, info, parts, evaluation, run_dir, model_cfg, splits.classes, plan, resumed)
 
 
 def logger(info: DistInfo):
