@@ -117,7 +117,7 @@ def load_splits(args: argparse.Namespace, rank: int = 0, world: int = 1) -> Spli
                                  'ClassLabel label column): pass --num-classes N')
     if classes is not None and args.num_classes is not None and args.num_classes != num_classes:
         raise TrainingInputError(f'--num-classes {args.num_classes} conflicts with the data: {where.describe()} '
-                                 f'has {num_classes} classes')
+                                 f'has {num_classes} class{" folders" if where.kind == "folder" else "es"}')
     if val_where.kind == 'folder' and where.kind == 'folder':
         val = image_folder(val_where.path.parent, val_where.path.name)
         if val.class_to_idx != train.class_to_idx:
