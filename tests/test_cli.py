@@ -457,3 +457,17 @@ def test_export_checks_the_onnx_file_in_openvino(run_in_process):
     assert re.fullmatch(r'wrote .*x\.onnx \(onnx, .*\); parity vs eager at batch \[1, 3\] x 3x64x64: .* OK', lines[0])
     assert re.fullmatch(r'openvino: parity vs eager at batch \[1, 3\]: max\|d\| = \S+ \(tolerance 0\.0001\) OK',
                         lines[1]), lines
+
+
+def test_export_int8_checks_the_file_in_openvino(run_in_process):
+    pytest.importorskip('torchao')
+    pytest.importorskip('onnxscript')
+    pytest.importorskip('openvino')
+    code, out, err = run_in_process('export', [*C, '--int8', '--calibration-dir', '{data}', '--out', '{tmp}/q.onnx',
+                                               '--engine', 'openvino', '--activation-bits', '7'])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith('wrote ') and 'ONNX QDQ int8' in lines[0]
+    assert re.fullmatch(r'  OpenVINO int8 vs ONNX Runtime int8 \(the same file\): 100\.00% \(max\|d\| logits \S+; '
+                        r'at least 99\.00% required\) OK', lines[-2]), lines
+    assert re.fullmatch(r'  OpenVINO int8 vs fp32: [\d.]+%', lines[-1]), lines
