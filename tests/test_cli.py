@@ -402,7 +402,8 @@ def run_in_process(files, monkeypatch, capsys):
     return run
 
 
-@pytest.mark.parametrize('cli, argv, message', ENGINE_ROWS, ids=[f'{r[0]}-engine-{i}' for i, r in enumerate(ENGINE_ROWS)])
+@pytest.mark.parametrize('cli, argv, message', ENGINE_ROWS,
+                         ids=[f'{r[0]}-engine-{i}' for i, r in enumerate(ENGINE_ROWS)])
 def test_engine_flag_errors_are_one_line_and_exit_2(cli, argv, message, files, run_in_process):
     code, _, err = run_in_process(cli, argv)
     assert code == 2 and err.splitlines() == [err.strip()], err

@@ -30,8 +30,8 @@ from regzoo.utils.timing import paired_ratio, spread_pct, timed_interleaved
 from regzoo.zoo.builder import create_model
 
 ROW_COLUMNS = ('model', 'mode', 'variant', 'dtype', 'memory_format', 'batch_size', 'img_size', 'img_per_s',
-               'engine', 'median_ms', 'spread_pct', 'ratio_vs_timm', 'ratio_vs_fastest', 'gflops', 'pct_fp32_peak', 'latency_bs1_ms',
-               'peak_mem_mb', 'top1_agree_vs_fp32', 'rounds')
+               'engine', 'median_ms', 'spread_pct', 'ratio_vs_timm', 'ratio_vs_fastest', 'gflops', 'pct_fp32_peak',
+               'latency_bs1_ms', 'peak_mem_mb', 'top1_agree_vs_fp32', 'rounds')
 
 
 @dataclass(frozen=True)
