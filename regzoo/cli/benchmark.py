@@ -6,7 +6,8 @@ The header names the machine (CPU, ISA flags, threads, torch / oneDNN, allocator
 peaks (``regzoo.utils.machine``). Then, per model and variant: the engine it ran on, images/s, the ratio to timm
 eager fp32 and to the fastest row *from the same interleaved run*, achieved GFLOP/s
 (2 x ``regzoo.complexity`` multiply-adds x images/s, the peak's convention) and % of the fp32 peak, the
-spread of the rounds, batch-1 latency, peak memory, and for lossy variants (bf16, ...) top-1 agreement with fp32 on held-out generated images.
+spread of the rounds, batch-1 latency, peak memory, and for lossy variants (bf16, ...) top-1 agreement with
+fp32 on held-out generated images.
 
 Method: after ``--warmup`` calls of each, the variants run one batch each per round, in an order that
 rotates every round (no variant always runs after the same one), for at least ``--repeats`` rounds and
