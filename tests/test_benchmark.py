@@ -14,13 +14,17 @@ from regzoo.cli.benchmark import COLUMNS, TABLE_COLUMNS, csv_path, header_lines,
 from regzoo.cli.benchmark import main as benchmark_main
 from regzoo.data.synthetic import synthetic_batch
 from regzoo.deploy.benchmarking import (
+    BENCH_ENGINES,
     REFERENCE,
     VARIANTS,
     achieved_gflops,
     default_variants,
     fit_probe_head,
     pct_of_peak,
+    runnable_variants,
+    with_engines,
 )
+from regzoo.deploy.engines_choice import ENGINES
 from regzoo.utils.machine import ISA_FLAGS, Machine, Peak, describe_machine, matmul_gflops, measure_peaks
 from regzoo.utils.profiling import peak_memory_mb
 from regzoo.utils.timing import paired_ratio, spread_pct, timed_interleaved
@@ -172,11 +176,48 @@ def test_markdown_output_and_chosen_variants(tmp_path, capsys):
     assert lines[0].startswith('- cpu: ')
     table = [line for line in lines if line.startswith('|')]
     assert table[0] == '| ' + ' | '.join(TABLE_COLUMNS) + ' |' and table[1].startswith('|---|')
-    assert len(table) == 4 and table[2].startswith('| regnetx_002 | timm | float32 |')
+    assert len(table) == 4 and table[2].startswith('| regnetx_002 | timm | torch | float32 |')
     assert table_lines(rows, markdown=True, head=False) == table[2:]
 
 
+def test_engine_rows_are_added_per_engine_and_skipped_without_their_extra(monkeypatch):
+    assert with_engines(['timm', 'regzoo-opt'], ['onnxruntime', 'auto']) == [
+        'timm', 'regzoo-opt', 'regzoo-ort', 'regzoo-auto']
+    # the int8 twins where regzoo-int8 runs; a row named already is not added twice
+    assert with_engines(['timm', 'regzoo-int8', 'regzoo-ort'], list(BENCH_ENGINES)) == [
+        'timm', 'regzoo-int8', 'regzoo-ort', 'regzoo-int8-ort', 'regzoo-openvino', 'regzoo-int8-openvino',
+        'regzoo-auto', 'regzoo-int8-auto']
+    assert {VARIANTS[k].engine for k in with_engines([], list(BENCH_ENGINES))} == set(BENCH_ENGINES)
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # as if not installed
+    lines = []
+    assert runnable_variants(['timm', 'regzoo-openvino', 'regzoo-auto'], lines.append) == ['timm', 'regzoo-auto']
+    assert lines == ["skipping regzoo-openvino: engine='openvino' needs openvino; install it with: "
+                     "pip install 'regzoo[openvino]'"]
+
+
+def test_tiny_run_with_engine_rows(tmp_path, capsys):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    rows = benchmark_main([*TINY, '--variants', 'timm,regzoo-opt', '--engines', 'onnxruntime,openvino,auto',
+                           '--latency-repeats', '0', '--no-memory', '--out-dir', str(tmp_path)])
+    out = capsys.readouterr()
+    by_variant = {r['variant']: r for r in rows}
+    assert list(by_variant) == ['timm', 'regzoo-opt', 'regzoo-ort', 'regzoo-openvino', 'regzoo-auto']
+    assert [r['engine'] for r in rows[:4]] == ['torch', 'torch', 'onnxruntime', 'openvino']
+    auto = by_variant['regzoo-auto']['engine']
+    assert auto in ENGINES and re.search(rf"regnetx_002: regzoo-auto: engine='auto' picks {auto}: fastest at "
+                                         r'2x3x32x32: ', out.err)
+    # vs the fastest row: each row's ratio to timm over the largest one (the fastest row reads 1.0)
+    best = max(r['ratio_vs_timm'] for r in rows)
+    for r in rows:
+        assert r['ratio_vs_fastest'] == pytest.approx(r['ratio_vs_timm'] / best, abs=2e-3)
+    assert max(r['ratio_vs_fastest'] for r in rows) == 1.0
+    assert 'ratio_vs_fastest' in out.out.splitlines()[next(i for i, x in enumerate(out.out.splitlines())
+                                                           if x.startswith('model '))]
+
+
 @pytest.mark.parametrize('argv, match', [
+    (['--engines', 'tensorrt'], "unknown engine 'tensorrt' in --engines: choose from onnxruntime, openvino, auto"),
     (['--variants', 'timm,regzoo-int4'], "unknown variant 'regzoo-int4'"),
     (['--variants', 'regzoo,regzoo-opt'], "must include 'timm'"),
 ])

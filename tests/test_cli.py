@@ -6,6 +6,7 @@ The table runs each command line as a user would, in a subprocess.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -361,3 +362,113 @@ def test_truncated_weights_still_say_so(tmp_path):
     (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
     with pytest.raises(CheckpointError, match=r'the file is a zip archive .*; it may be truncated or corrupt$'):
         regzoo.create_model('regnetx_002', checkpoint_path=tmp_path / 'cut.pth')
+
+
+# issue 22: --engine on validate / predict / export. Wrong combinations and a missing extra are one line, exit 2
+# (before any model is built); with --fast / --int8 the model runs on the engine asked for, which the command names.
+# In-process (each command's run(), as its console script calls it): a subprocess would add a torch import per case.
+# regnetx_002 at 64 px (validate, export) or at its 224 px eval size on 2 images (predict) keeps each run short.
+ENGINE_ROWS = [
+    ('validate', ['--data-dir', '{data}', *C, '--engine', 'onnxruntime'],
+     f'{V}: error: --engine onnxruntime runs the faster model: add --fast and/or --int8'),
+    ('predict', ['{data}', *C, '--engine', 'auto'],
+     f'{P}: error: --engine auto runs the faster model: add --fast or --int8 (see {P} --help)'),
+    ('predict', ['{data}', *C, '--fast', '--engine', 'tensorrt'],
+     f"{P}: error: argument --engine: invalid choice: 'tensorrt' (choose from ...) (see {P} --help)"),
+    ('export', [*C, '--format', 'pt2', '--out', '{tmp}/m.pt2', '--engine', 'openvino'],
+     f'{E}: error: --engine openvino checks an ONNX file: add --format onnx (or --int8), or drop --engine '
+     f'(see {E} --help)'),
+    ('export', [*C, '--format', 'onnx', '--out', '{tmp}/m.onnx', '--engine', 'auto'],
+     f'{E}: error: --engine auto picks an engine when the model runs; a written file is checked in a named one: '
+     f'--engine onnxruntime or --engine openvino (see {E} --help)'),
+]
+CLI_MODULES = {'validate': 'regzoo.cli.validate', 'predict': 'regzoo.cli.predict', 'export': 'regzoo.cli.export'}
+
+
+@pytest.fixture
+def run_in_process(files, monkeypatch, capsys):
+    """``run(cli, argv)`` -> (exit code, stdout, stderr) of the command's ``run()`` in this process, offline."""
+    import importlib
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    monkeypatch.chdir(files['tmp'])
+
+    def run(cli: str, argv: list[str]) -> tuple[int, str, str]:
+        try:
+            code = importlib.import_module(CLI_MODULES[cli]).run([a.format(**files) for a in argv])
+        except SystemExit as e:  # argparse's errors
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run
+
+
+@pytest.mark.parametrize('cli, argv, message', ENGINE_ROWS,
+                         ids=[f'{r[0]}-engine-{i}' for i, r in enumerate(ENGINE_ROWS)])
+def test_engine_flag_errors_are_one_line_and_exit_2(cli, argv, message, files, run_in_process):
+    code, _, err = run_in_process(cli, argv)
+    assert code == 2 and err.splitlines() == [err.strip()], err
+    assert re.fullmatch(_pattern(message, files), err.strip()), err
+
+
+@pytest.mark.parametrize('cli, argv', [
+    ('validate', ['--data-dir', '{data}', *C, '--img-size', '64', '--fast', '--engine', 'openvino']),
+    ('predict', ['{data}', *C, '--fast', '--engine', 'openvino']),
+    ('export', [*C, '--format', 'onnx', '--input-size', '64', '--out', '{tmp}/ov.onnx', '--engine', 'openvino']),
+])
+def test_a_missing_engine_extra_is_one_line_naming_it(cli, argv, files, run_in_process, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # as if not installed
+    code, _, err = run_in_process(cli, argv)
+    prog = {'validate': V, 'predict': P, 'export': E}[cli]
+    assert code == 2 and err.strip().splitlines()[-1] == (
+        f"{prog}: error: engine='openvino' needs openvino; install it with: pip install 'regzoo[openvino]'"), err
+    assert not (Path(files['tmp']) / 'ov.onnx').exists()  # failed before writing anything
+
+
+def test_validate_fast_runs_on_the_engine_asked_for(run_in_process):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    code, out, err = run_in_process('validate', ['--data-dir', '{data}', *C, '--img-size', '64', '-b', '2', '--fast',
+                                                 '--engine', 'auto', '--workers', '0'])
+    assert code == 0, err
+    # auto names the engine it picked and the measured times it picked it from
+    line = next(x for x in err.splitlines() if x.startswith(f'{V}: --fast runs on engine '))
+    assert re.fullmatch(rf"{re.escape(V)}: --fast runs on engine (torch|onnxruntime|openvino): fastest at 2x3x64x64: "
+                        r'\w+ [\d.]+ ms, \w+ [\d.]+ ms \([\d.]+x\), \w+ [\d.]+ ms \([\d.]+x\)', line), line
+    fast = next(x for x in out.splitlines() if '[fast]' in x)
+    assert 'top-1 agrees with fp32 on 100.00% of images' in fast  # an fp32 engine: the same classes
+
+
+def test_predict_fast_on_onnxruntime_names_it(run_in_process):
+    pytest.importorskip('onnxruntime')
+    code, out, err = run_in_process('predict', ['{data}', *C, '--fast', '--engine', 'onnxruntime', '--json', '-j', '0'])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc['engine'] == 'onnxruntime' and doc['variant'] == 'fast'
+    assert doc['top1_agreement_with_fp32']['fraction'] == 1.0
+    assert f"{P}: --fast runs on engine onnxruntime: requested (engine='onnxruntime')" in err
+
+
+def test_export_checks_the_onnx_file_in_openvino(run_in_process):
+    pytest.importorskip('onnxruntime')
+    pytest.importorskip('openvino')
+    code, out, err = run_in_process('export', [*C, '--format', 'onnx', '--input-size', '64', '--out', '{tmp}/x.onnx',
+                                               '--engine', 'openvino'])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert re.fullmatch(r'wrote .*x\.onnx \(onnx, .*\); parity vs eager at batch \[1, 3\] x 3x64x64: .* OK', lines[0])
+    assert re.fullmatch(r'openvino: parity vs eager at batch \[1, 3\]: max\|d\| = \S+ \(tolerance 0\.0001\) OK',
+                        lines[1]), lines
+
+
+def test_export_int8_checks_the_file_in_openvino(run_in_process):
+    pytest.importorskip('torchao')
+    pytest.importorskip('onnxscript')
+    pytest.importorskip('openvino')
+    code, out, err = run_in_process('export', [*C, '--int8', '--calibration-dir', '{data}', '--out', '{tmp}/q.onnx',
+                                               '--engine', 'openvino', '--activation-bits', '7'])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith('wrote ') and 'ONNX QDQ int8' in lines[0]
+    assert re.fullmatch(r'  OpenVINO int8 vs ONNX Runtime int8 \(the same file\): 100\.00% \(max\|d\| logits \S+; '
+                        r'at least 99\.00% required\) OK', lines[-2]), lines
+    assert re.fullmatch(r'  OpenVINO int8 vs fp32: [\d.]+%', lines[-1]), lines

@@ -186,3 +186,20 @@ def test_int8_auto_keeps_the_fastest_engine_that_agrees(model, images, reference
         _close_int8(int8(images), reference_int8(images))
     assert _written(fresh_home) == []
 
+
+
+# --------------------------------------------------------------------------------------- written files
+
+@pytest.mark.parametrize('engine', ['onnxruntime', 'openvino'])
+def test_check_onnx_file_runs_a_written_file_in_the_engine(model, images, engine, tmp_path):
+    from regzoo.deploy.engines import check_onnx_file
+    from regzoo.deploy.export import write_onnx
+    path = tmp_path / 'm.onnx'
+    write_onnx(model, path, images[:2])
+    found = check_onnx_file(path, engine, {'eager': model, 'off': lambda x: -model(x)}, [images[:1], images[:3]])
+    with torch.no_grad():
+        scale = model(images[:3]).abs().max().item()
+    assert found['eager'][0] <= PARITY_RTOL * scale and found['eager'][1] == 1.0
+    assert found['off'][0] > 1.0 * scale and found['off'][1] < 1.0  # a wrong reference shows
+    with pytest.raises(EngineError, match=r"engine='torch' does not run ONNX files: use onnxruntime or openvino"):
+        check_onnx_file(path, 'torch', {'eager': model}, [images[:1]])

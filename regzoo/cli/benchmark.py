@@ -1,12 +1,13 @@
-"""Roofline-aware benchmark: timm eager, regzoo eager and regzoo's fast path, same weights, one process.
+"""Roofline-aware benchmark: timm eager, regzoo eager, regzoo's fast path and the other engines, same weights.
 
     python -m regzoo.benchmark --model regnetx_002,regnety_032,regnety_160 --batch-size 32 --img-size 224 [--markdown]
 
 The header names the machine (CPU, ISA flags, threads, torch / oneDNN, allocator) and its measured matmul
-peaks (``regzoo.utils.machine``). Then, per model and variant: images/s, the ratio to timm eager fp32
-*from the same interleaved run*, achieved GFLOP/s (2 x ``regzoo.complexity`` multiply-adds x images/s,
-the peak's convention) and % of the fp32 peak, the spread of the rounds, batch-1 latency, peak memory,
-and for lossy variants (bf16, ...) top-1 agreement with fp32 on held-out generated images.
+peaks (``regzoo.utils.machine``). Then, per model and variant: the engine it ran on, images/s, the ratio to timm
+eager fp32 and to the fastest row *from the same interleaved run*, achieved GFLOP/s
+(2 x ``regzoo.complexity`` multiply-adds x images/s, the peak's convention) and % of the fp32 peak, the
+spread of the rounds, batch-1 latency, peak memory, and for lossy variants (bf16, ...) top-1 agreement with
+fp32 on held-out generated images.
 
 Method: after ``--warmup`` calls of each, the variants run one batch each per round, in an order that
 rotates every round (no variant always runs after the same one), for at least ``--repeats`` rounds and
@@ -16,6 +17,10 @@ over their median. Threads default to the CPUs this process may use; ``--allocat
 keeps freed memory in the process so no variant pays page faults for its activations on every call.
 Rows are appended to ``<out-dir>/benchmark-<host>-<date>.csv`` (default ``output/benchmark/``, untracked).
 Weights are random (with non-trivial BN stats, so BN folding is exercised): no download needed.
+The engine rows (``--engines``, default all): regzoo-ort and regzoo-openvino (``optimize_for_inference(engine=)``:
+the ONNX file in ONNX Runtime / OpenVINO), regzoo-auto (what ``engine='auto'`` picks on the timed batch; a line on
+stderr says which and why), and their int8 twins where regzoo-int8 runs. An engine whose extra is missing is
+skipped with a line. Their peak memory is left blank: the profiler sees torch's allocations only.
 
 The measuring is ``regzoo.deploy.benchmarking`` (where a variant is added); this module parses and prints.
 """
@@ -32,6 +37,7 @@ from pathlib import Path
 import torch
 
 from regzoo.deploy.benchmarking import (
+    BENCH_ENGINES,
     REFERENCE,
     ROW_COLUMNS,
     TRAIN_VARIANTS,
@@ -39,6 +45,8 @@ from regzoo.deploy.benchmarking import (
     BenchSettings,
     bench_model,
     default_variants,
+    runnable_variants,
+    with_engines,
 )
 from regzoo.utils.machine import Machine, Peak, describe_machine, machine_lines, measure_peaks, retain_freed_memory
 from regzoo.utils.runtime import ArgumentParser, available_cpus, run_cli
@@ -49,8 +57,8 @@ PROG = 'python -m regzoo.benchmark'
 DEFAULT_OUT_DIR = Path('output') / 'benchmark'
 MACHINE_COLUMNS = ('date', 'host', 'cpu', 'isa', 'torch', 'onednn', 'threads', 'allocator', 'fp32_peak_gflops')
 COLUMNS = MACHINE_COLUMNS + ROW_COLUMNS
-TABLE_COLUMNS = ('model', 'variant', 'dtype', 'memory_format', 'img_per_s', 'spread_pct', 'ratio_vs_timm', 'gflops',
-                 'pct_fp32_peak', 'latency_bs1_ms', 'peak_mem_mb', 'top1_agree_vs_fp32')
+TABLE_COLUMNS = ('model', 'variant', 'engine', 'dtype', 'memory_format', 'img_per_s', 'spread_pct', 'ratio_vs_timm',
+                 'ratio_vs_fastest', 'gflops', 'pct_fp32_peak', 'latency_bs1_ms', 'peak_mem_mb', 'top1_agree_vs_fp32')
 
 
 # ------------------------------------------------------------------------------------------------- output
@@ -111,6 +119,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument('--variants', default='',
                    help=f'comma-separated, from {", ".join(VARIANTS)} (default: the fp32 ones, plus the bf16 ones '
                         'where oneDNN has native bf16)')
+    p.add_argument('--engines', default=None,
+                   help=f'comma-separated, from {", ".join(BENCH_ENGINES)}: a regzoo-<engine> row each (and a '
+                        'regzoo-int8-<engine> row where regzoo-int8 runs), skipped with a line where its extra is '
+                        'missing (default: all of them, none with --variants; "none": none)')
     p.add_argument('--train', action='store_true', help='time a train step (fwd+bwd+SGD) of timm and regzoo eager')
     p.add_argument('--dtype', choices=['float32', 'bfloat16'], default='float32',
                    help='bfloat16: add the bf16 variants even without native bf16')
@@ -144,6 +156,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f'unknown variant {unknown[0]!r}: choose from {", ".join(VARIANTS)}')
     if args.variants and REFERENCE not in args.variants:
         p.error(f'--variants must include {REFERENCE!r}, the reference every ratio is taken against')
+    if args.engines is None:
+        args.engines = [] if args.variants else list(BENCH_ENGINES)
+    else:
+        args.engines = [e.strip() for e in args.engines.split(',') if e.strip() not in ('', 'none')]
+    unknown = [e for e in args.engines if e not in BENCH_ENGINES]
+    if unknown:
+        p.error(f'unknown engine {unknown[0]!r} in --engines: choose from {", ".join(BENCH_ENGINES)}')
     return args
 
 
@@ -168,8 +187,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
     # unknown names raise here, with close matches, before any timing; aliases resolve to timm's arch names
     names = [REGISTRY.resolve(n.strip()) for n in args.model.split(',') if n.strip()]
     machine = describe_machine()
-    variants = (list(TRAIN_VARIANTS) if args.train else
-                args.variants or default_variants(machine, bf16=args.dtype == 'bfloat16'))
+    variants = (list(TRAIN_VARIANTS) if args.train else runnable_variants(
+        with_engines(args.variants or default_variants(machine, bf16=args.dtype == 'bfloat16'), args.engines), _note))
     peaks = measure_peaks(machine, args.peak_size)
     fp32_peak = next(p.gflops for p in peaks if p.dtype == 'float32')
     print('\n'.join(header_lines(machine, peaks, allocator, args.markdown)), '', sep='\n', flush=True)

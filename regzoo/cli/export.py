@@ -8,6 +8,8 @@ The export itself (and its parity check against eager PyTorch) is ``regzoo.deplo
 the model (``regzoo.quantize``: BN folded, per-channel int8 weights, activations calibrated on the images of
 ``--calibration-dir``, read with the model's eval transform) and writes ONNX QDQ; it reports how often the file's
 top-1 class agrees with the PyTorch int8 model and with fp32 (on ``--check-dir``, default the calibration images).
+An ONNX file is checked in ONNX Runtime; ``--engine openvino`` checks it in OpenVINO as well (fp32: parity with
+eager; int8: top-1 agreement with the file in ONNX Runtime and with fp32).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regzoo.deploy.engines_choice import ENGINE_CHOICES
 from regzoo.deploy.export import DEFAULT_TOLERANCE, FORMATS, ONNX_MIN_OPSET, export_model, require_onnx
 from regzoo.deploy.quantize import BACKENDS, DEFAULT_CALIBRATION_IMAGES
 from regzoo.utils.extras import MissingExtraError
@@ -40,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument('--opset', type=int, default=18, help=f'ONNX opset (>= {ONNX_MIN_OPSET})')
     parser.add_argument('--dynamo', action='store_true', help='ONNX: use the torch.export-based exporter')
     parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE, help='max |d| allowed vs eager')
+    parser.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
+                        help='ONNX (--format onnx or --int8): the engine the written file is checked in: onnxruntime '
+                             '(what the check uses by default) or openvino (checked there too)')
     int8 = parser.add_argument_group('int8 (ONNX QDQ)')
     int8.add_argument('--int8', action='store_true', help='quantize to int8 and write ONNX QDQ')
     int8.add_argument('--calibration-dir', default=None, metavar='DIR',
@@ -82,10 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f'--{flag.replace("_", "-")} needs --int8')
         if args.format is None:
             parser.error('--format is required (or --int8 for ONNX QDQ int8)')
+    check_engine_arg(parser, args)
     reason = unwritable_reason(Path(args.out).parent)
     if reason:
         return error_exit(parser.prog, f'--out {args.out}: cannot write there: {reason}')
     try:
+        if args.engine == 'openvino':
+            from regzoo.deploy.engines_choice import require_engine
+            require_engine('openvino', int8=args.int8)
         if args.int8:
             from regzoo.deploy.quantize import require_torchao
             require_torchao()
@@ -101,14 +111,61 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  backend=args.int8_backend, opset=args.opset, max_images=args.calibration_images,
                                  reduce_range=None if args.activation_bits == 'auto' else args.activation_bits == '7')
             print(report.summary(args.min_agreement))
-            return 0 if report.ok(args.min_agreement) else 1
+            ok = report.ok(args.min_agreement)
+            if args.engine == 'openvino':
+                ok &= check_int8_in_openvino(model, report, args, args.check_dir or args.calibration_dir)
+            return 0 if ok else 1
         size = args.input_size or 224
         report = export_model(
             model, args.out, args.format, (model.in_chans, size, size), args.opset, args.dynamo)
     except MissingExtraError as e:
         return error_exit(parser.prog, e)
     print(report.summary(args.tolerance))
-    return 0 if report.ok(args.tolerance) else 1
+    ok = report.ok(args.tolerance)
+    if args.engine == 'openvino':
+        ok &= check_fp32_in_openvino(model, report, args.tolerance)
+    return 0 if ok else 1
+
+
+def check_engine_arg(parser: ArgumentParser, args) -> None:
+    """--engine names where an ONNX file is checked: onnxruntime (always) or openvino (as well)."""
+    if args.engine in (None, 'torch'):
+        return
+    if args.engine == 'auto':
+        parser.error("--engine auto picks an engine when the model runs; a written file is checked in a named one: "
+                     '--engine onnxruntime or --engine openvino')
+    if not (args.int8 or args.format == 'onnx'):
+        parser.error(f'--engine {args.engine} checks an ONNX file: add --format onnx (or --int8), or drop --engine')
+
+
+def check_fp32_in_openvino(model, report, tolerance: float) -> bool:
+    """The written fp32 ONNX file run by OpenVINO against eager PyTorch, at the batch sizes of ``report``."""
+    import torch
+
+    from regzoo.deploy.engines import check_onnx_file
+    gen = torch.Generator().manual_seed(1)
+    inputs = [torch.randn(b, *report.input_size, generator=gen) for b in report.batch_sizes]
+    worst, _ = check_onnx_file(report.path, 'openvino', {'eager': model.eval()}, inputs)['eager']
+    ok = worst <= tolerance
+    print(f'openvino: parity vs eager at batch {list(report.batch_sizes)}: max|d| = {worst:.3g} '
+          f'(tolerance {tolerance:g}) {"OK" if ok else "FAILED"}')
+    return ok
+
+
+def check_int8_in_openvino(model, report, args, images: str) -> bool:
+    """The written int8 ONNX file run by OpenVINO: top-1 agreement with the same file in ONNX Runtime (which the
+    report compared with PyTorch int8) and with fp32, on the images the report used."""
+    from regzoo.deploy.engines import check_onnx_file, onnx_runner_for
+    from regzoo.deploy.quantize import calibration_batches
+    from regzoo.eval.transform import eval_transform
+    batches = list(calibration_batches(images, eval_transform(model), max_images=None))
+    ort = onnx_runner_for('onnxruntime', report.path, tuple(batches[0].shape))
+    found = check_onnx_file(report.path, 'openvino', {'onnxruntime': ort, 'fp32': model.eval()}, batches)
+    ok = found['onnxruntime'][1] >= args.min_agreement
+    print(f'  OpenVINO int8 vs ONNX Runtime int8 (the same file): {found["onnxruntime"][1]:.2%} (max|d| logits '
+          f'{found["onnxruntime"][0]:.3g}; at least {args.min_agreement:.2%} required) {"OK" if ok else "FAILED"}')
+    print(f'  OpenVINO int8 vs fp32: {found["fp32"][1]:.2%}')
+    return ok
 
 
 def run(argv: Sequence[str] | None = None) -> int:

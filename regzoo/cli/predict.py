@@ -9,7 +9,8 @@ run's class names for its checkpoint (see ``regzoo.predict``). A folder is searc
 batches; an unreadable image is reported on stderr and skipped (exit 0 if any image was classified).
 ``--output FILE`` also writes them to a .csv (one row per image and rank) or .json file. ``--fast``
 (``optimize_for_inference``) and ``--int8`` (``regzoo.quantize`` on ``--calibration-dir``) predict with the faster
-model and report how often its top-1 class agrees with the fp32 model's on these images.
+model and report how often its top-1 class agrees with the fp32 model's on these images; ``--engine`` says what runs
+it (torch, onnxruntime, openvino, or auto: the fastest, measured), and the engine that ran is printed on stderr.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from regzoo.deploy.engines_choice import ENGINE_CHOICES
 from regzoo.utils.runtime import ArgumentParser, Progress, default_workers, error_exit, run_cli
 
 PROG = 'python -m regzoo.cli.predict'
@@ -53,6 +55,9 @@ def build_parser() -> ArgumentParser:
                        help='--int8: images to calibrate the activations on (like the ones to classify)')
     speed.add_argument('--calibration-images', type=int, default=None, metavar='N',
                        help='--int8: calibrate on at most N images (default: 256)')
+    speed.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
+                       help="what runs the --fast/--int8 model (regzoo.optimize_for_inference / regzoo.quantize "
+                            "engine=): torch (default), onnxruntime, openvino, or auto (the fastest, measured)")
     return p
 
 
@@ -87,22 +92,29 @@ def check_args(parser: ArgumentParser, args) -> None:
             parser.error(f'--int8 runs on the CPU: drop --device {args.device}')
     elif args.calibration_dir is not None or args.calibration_images is not None:
         parser.error('--calibration-dir and --calibration-images need --int8')
+    if args.engine is not None and not (args.fast or args.int8):
+        parser.error(f'--engine {args.engine} runs the faster model: add --fast or --int8')
+    if args.engine not in (None, 'torch', 'auto'):  # a missing extra: one line naming it, before any model is built
+        from regzoo.deploy.engines_choice import require_engine
+        require_engine(args.engine, int8=args.int8)
 
 
 def faster_model(args, model, num_images: int):
-    """The --fast or --int8 version of ``model`` (None without either)."""
+    """The --fast or --int8 version of ``model`` (None without either), run by ``--engine`` (default torch)."""
+    engine = args.engine or 'torch'
     if args.fast:
         import torch
 
         from regzoo.data.transforms import resolve_data_config
-        from regzoo.deploy.inference import torch_fast_path
+        from regzoo.deploy.engines import optimize_for_inference
         size = resolve_data_config(model=model).input_size
         example = torch.randn(max(1, min(args.batch_size, num_images)), model.in_chans, *size[1:])
-        return torch_fast_path(model, example_input=example.to(next(model.parameters()).device))
+        return optimize_for_inference(model, engine=engine, example_input=example.to(next(model.parameters()).device))
     if args.int8:
-        from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_pt2e
-        return quantize_pt2e(model, args.calibration_dir,
-                             max_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES, batch_size=args.batch_size)
+        from regzoo.deploy.engines import quantize
+        from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES
+        return quantize(model, args.calibration_dir, max_images=args.calibration_images or DEFAULT_CALIBRATION_IMAGES,
+                        batch_size=args.batch_size, engine=engine)
     return None
 
 
@@ -152,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     faster = faster_model(args, model, len(paths))
     agreement = None if faster is None else Agreement(faster, model)
     variant = 'fast' if args.fast else 'int8' if args.int8 else 'fp32'
+    if faster is not None:  # stderr: --json keeps stdout one document (which also names the engine)
+        print(f'{PROG}: --{variant} runs on engine {faster.engine_choice.engine}: {faster.engine_choice.reason}',
+              file=sys.stderr, flush=True)
     workers = default_workers() if args.workers is None else args.workers
     workers = min(workers, max(0, (len(paths) - 1) // args.batch_size))  # no idle processes for a few images
 
@@ -171,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     weights = args.checkpoint or getattr(cfg, 'name', None) or args.model
     doc = {'model': args.model, 'weights': str(weights), 'topk': args.topk, 'variant': variant, 'results': results,
            'skipped': skipped}
+    if faster is not None:
+        doc['engine'] = faster.engine_choice.engine
     if agreement is not None:
         doc['top1_agreement_with_fp32'] = {'fraction': agreement.fraction, 'same': agreement.same,
                                            'images': agreement.total}

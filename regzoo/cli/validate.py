@@ -1,7 +1,8 @@
 """Command line of validate.py: flags named as in timm's validate.py, one results table for many weights.
 
 ``--fast`` (``optimize_for_inference``) and ``--int8 --calibration-dir DIR`` (``regzoo.quantize``) add a row per
-weight for the faster model, scored on the same images, with its top-1 agreement with the fp32 row.
+weight for the faster model, scored on the same images, with its top-1 agreement with the fp32 row; ``--engine``
+says what runs it (``regzoo.deploy.engines``), and the engine that ran is printed on stderr.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import torch
 from regzoo.data.locate import is_shard_pattern, locate_split
 from regzoo.data.sharding import join_process_group, leave_process_group
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
+from regzoo.deploy.engines_choice import ENGINE_CHOICES
 from regzoo.eval.evaluate import (
     EvalOptions,
     EvalResult,
@@ -84,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='--int8: images to calibrate on, read with the eval transform (not the images scored)')
     speed.add_argument('--calibration-images', type=int, default=None, metavar='N',
                        help='--int8: calibrate on at most N images (default: 256)')
+    speed.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
+                       help="what runs the --fast/--int8 model (regzoo.optimize_for_inference / regzoo.quantize "
+                            "engine=): torch (default), onnxruntime, openvino, or auto (the fastest, measured)")
     return p
 
 
@@ -105,30 +110,57 @@ def check_variant_args(args: argparse.Namespace) -> None:
         raise ValueError('--calibration-dir and --calibration-images need --int8')
     if (args.fast or args.int8) and (args.amp or args.torchcompile):
         raise ValueError('--fast/--int8 are compared with the plain fp32 model: drop --amp/--torchcompile')
+    check_engine_arg(args.engine, args.fast, args.int8)
 
 
-def _fast_model(batch_size: int, model, data_config, transform):
-    from regzoo.deploy.inference import torch_fast_path
+def check_engine_arg(engine: str | None, fast: bool, int8: bool) -> None:
+    """--engine needs --fast or --int8, and a named engine's extra (a ``MissingExtraError`` naming it)."""
+    if engine is None:
+        return
+    if not (fast or int8):
+        raise ValueError(f'--engine {engine} runs the faster model: add --fast and/or --int8')
+    if engine not in ('torch', 'auto'):
+        from regzoo.deploy.engines_choice import require_engine
+        require_engine(engine)
+        if int8:
+            require_engine(engine, int8=True)
+
+
+def report_engine(model, flag: str) -> None:
+    """Say on stderr which engine runs the ``flag`` model (and, for auto, why)."""
+    choice = model.engine_choice
+    print(f'{PROG}: {flag} runs on engine {choice.engine}: {choice.reason}', file=sys.stderr, flush=True)
+
+
+def _fast_model(batch_size: int, engine: str, model, data_config, transform):
+    from regzoo.deploy.engines import optimize_for_inference
     device = next(model.parameters()).device
-    # the memory format is timed on a batch like the ones scored (at most 32: timing big batches costs minutes)
+    # the memory format (and 'auto''s engine) is timed on a batch like the ones scored (at most 32: timing big
+    # batches costs minutes)
     example = torch.randn(min(batch_size, 32), *data_config.input_size, device=device)
-    return torch_fast_path(model, example_input=example)
+    fast = optimize_for_inference(model, engine=engine, example_input=example)
+    report_engine(fast, '--fast')
+    return fast
 
 
-def _int8_model(folder: str, max_images: int | None, batch_size: int, workers: int, model, data_config, transform):
-    from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES, quantize_pt2e
-    return quantize_pt2e(model, folder, transform=transform, max_images=max_images or DEFAULT_CALIBRATION_IMAGES,
-                         batch_size=min(batch_size, 64), workers=workers)
+def _int8_model(folder: str, max_images: int | None, batch_size: int, workers: int, engine: str, model, data_config,
+                transform):
+    from regzoo.deploy.engines import quantize
+    from regzoo.deploy.quantize import DEFAULT_CALIBRATION_IMAGES
+    int8 = quantize(model, folder, transform=transform, max_images=max_images or DEFAULT_CALIBRATION_IMAGES,
+                    batch_size=min(batch_size, 64), workers=workers, engine=engine)
+    report_engine(int8, '--int8')
+    return int8
 
 
 def build_variants(args: argparse.Namespace) -> dict[str, Variant]:
     """The faster models asked for, by row name: 'fast' and/or 'int8'."""
     variants = {}
     if args.fast:
-        variants['fast'] = functools.partial(_fast_model, args.batch_size)
+        variants['fast'] = functools.partial(_fast_model, args.batch_size, args.engine or 'torch')
     if args.int8:
         variants['int8'] = functools.partial(_int8_model, args.calibration_dir, args.calibration_images,
-                                             args.batch_size, args.workers)
+                                             args.batch_size, args.workers, args.engine or 'torch')
     return variants
 
 

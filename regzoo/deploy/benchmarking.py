@@ -1,9 +1,10 @@
-"""The measurements behind ``python -m regzoo.benchmark``: timm eager, regzoo eager and regzoo's fast path,
-same weights, one process, interleaved rounds (``regzoo.utils.timing``), batch-1 latency, peak memory
-(``regzoo.utils.profiling``) and, for lossy variants, top-1 agreement with fp32 after a ridge probe.
+"""The measurements behind ``python -m regzoo.benchmark``: timm eager, regzoo eager, regzoo's fast path and the
+other inference engines (``regzoo.deploy.engines``: ONNX Runtime, OpenVINO, 'auto'), same weights, one process,
+interleaved rounds (``regzoo.utils.timing``), batch-1 latency, peak memory (``regzoo.utils.profiling``) and, for
+lossy variants, top-1 agreement with fp32 after a ridge probe.
 
-To add a variant (e.g. int8), add an entry to ``VARIANTS``: a builder from the ``Shared`` weights to a
-callable model, its dtype, and when it runs by default.
+To add a variant, add an entry to ``VARIANTS``: a builder from the ``Shared`` weights to a callable model, its
+dtype, when it runs by default, and the engine it runs on (``ENGINE_VARIANTS`` names the engine rows).
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import torch.nn as nn
 
 from regzoo.analysis.complexity import complexity
 from regzoo.data.synthetic import synthetic_batch
+from regzoo.deploy.engines_choice import require_engine
 from regzoo.deploy.inference import torch_fast_path
+from regzoo.utils.extras import MissingExtraError
 from regzoo.eval.loop import top1_agreement
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import Machine
@@ -27,8 +30,8 @@ from regzoo.utils.timing import paired_ratio, spread_pct, timed_interleaved
 from regzoo.zoo.builder import create_model
 
 ROW_COLUMNS = ('model', 'mode', 'variant', 'dtype', 'memory_format', 'batch_size', 'img_size', 'img_per_s',
-               'median_ms', 'spread_pct', 'ratio_vs_timm', 'gflops', 'pct_fp32_peak', 'latency_bs1_ms',
-               'peak_mem_mb', 'top1_agree_vs_fp32', 'rounds')
+               'engine', 'median_ms', 'spread_pct', 'ratio_vs_timm', 'ratio_vs_fastest', 'gflops', 'pct_fp32_peak',
+               'latency_bs1_ms', 'peak_mem_mb', 'top1_agree_vs_fp32', 'rounds')
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class Variant:
     default_on: Callable[[Machine], bool] = lambda machine: True  # runs without --variants where this is True
     autocast_bf16: bool = False
     eager: bool = False  # an eager module: --channels-last converts it and its input
+    engine: str = 'torch'  # what runs it: an engine of regzoo.deploy.engines, or 'auto' (the row says which ran)
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,18 @@ def _int8(s: Shared) -> nn.Module:
     return quantize_pt2e(s.regzoo_model, s.calibration_images)  # oneDNN int8 kernels, calibrated on the probe's images
 
 
+def _on_engine(engine: str, int8: bool = False) -> Callable[[Shared], nn.Module]:
+    """The fp32 (or int8) model of ``engine`` (an ONNX Runtime / OpenVINO session, or 'auto''s pick), built and
+    checked against eager by ``regzoo.deploy.engines`` on the timed batch."""
+    def build(s: Shared) -> nn.Module:
+        from regzoo.deploy.engines import optimize_for_inference, quantize  # when it runs: --help stays light
+        if int8:
+            return quantize(s.regzoo_model, s.calibration_images, engine=engine, example_input=s.example_input)
+        return optimize_for_inference(s.regzoo_model, engine=engine, example_input=s.example_input,
+                                      memory_format=s.memory_format, compile=s.compile)
+    return build
+
+
 def _int8_default(machine: Machine) -> bool:
     import importlib.util
     return machine.vnni and importlib.util.find_spec('torchao') is not None  # int8 pays off with VNNI
@@ -100,14 +116,56 @@ VARIANTS: Mapping[str, Variant] = {
     'timm-autocast-bf16': Variant(lambda s: s.timm_model, 'bfloat16', _bf16_default, autocast_bf16=True, eager=True),
     'regzoo-opt-bf16': Variant(_optimized('bfloat16'), 'bfloat16', _bf16_default),
     'regzoo-int8': Variant(_int8, 'int8', _int8_default),
+    'regzoo-ort': Variant(_on_engine('onnxruntime'), engine='onnxruntime'),
+    'regzoo-openvino': Variant(_on_engine('openvino'), engine='openvino'),
+    'regzoo-auto': Variant(_on_engine('auto'), engine='auto'),
+    'regzoo-int8-ort': Variant(_on_engine('onnxruntime', True), 'int8', _int8_default, engine='onnxruntime'),
+    'regzoo-int8-openvino': Variant(_on_engine('openvino', True), 'int8', _int8_default, engine='openvino'),
+    'regzoo-int8-auto': Variant(_on_engine('auto', True), 'int8', _int8_default, engine='auto'),
 }
 REFERENCE = 'timm'
 TRAIN_VARIANTS = ('timm', 'regzoo')
+BENCH_ENGINES = ('onnxruntime', 'openvino', 'auto')  # the engines --engines names; 'torch' is regzoo-opt's row
+# (engine, int8) -> its row: regzoo-opt / regzoo-int8 run on 'torch'
+ENGINE_VARIANTS = {(v.engine, v.dtype == 'int8'): k for k, v in VARIANTS.items() if v.engine != 'torch'}
 
 
 def default_variants(machine: Machine, bf16: bool = False) -> list[str]:
-    """The variants that run without --variants: each one's ``default_on``, plus every bf16 one if ``bf16``."""
-    return [k for k, v in VARIANTS.items() if v.default_on(machine) or (bf16 and v.dtype == 'bfloat16')]
+    """The torch variants that run without --variants: each one's ``default_on``, plus every bf16 one if ``bf16``
+    (the engine rows are ``with_engines``')."""
+    return [k for k, v in VARIANTS.items()
+            if v.engine == 'torch' and (v.default_on(machine) or (bf16 and v.dtype == 'bfloat16'))]
+
+
+def with_engines(variants: list[str], engines: list[str]) -> list[str]:
+    """``variants`` plus, for each of ``engines``, its fp32 row, and its int8 row where 'regzoo-int8' runs."""
+    int8 = 'regzoo-int8' in variants
+    added = [ENGINE_VARIANTS[(e, q)] for e in engines for q in (False, True) if not q or int8]
+    return variants + [k for k in added if k not in variants]
+
+
+def runnable_variants(variants: list[str], report: Callable[[str], object] = lambda line: None) -> list[str]:
+    """``variants`` less those whose engine's extra is missing, each skipped with a line to ``report``."""
+    kept = []
+    for k in variants:
+        v = VARIANTS[k]
+        try:
+            if v.engine not in ('torch', 'auto'):
+                require_engine(v.engine, int8=v.dtype == 'int8')
+            if v.dtype == 'int8':
+                from regzoo.deploy.quantize import require_torchao
+                require_torchao()
+        except MissingExtraError as e:
+            report(f'skipping {k}: {e}')
+            continue
+        kept.append(k)
+    return kept
+
+
+def engine_of(model: nn.Module, variant: str) -> str:
+    """The engine a row ran on: the variant's, or the one 'auto' picked."""
+    choice = getattr(model, 'engine_choice', None)
+    return choice.engine if choice is not None else VARIANTS[variant].engine
 
 
 def achieved_gflops(macs_per_image: int, img_per_s: float) -> float:
@@ -219,11 +277,18 @@ def bench_model(name: str, variants: list[str], settings: BenchSettings, fp32_pe
         report(f'{name} fp32 on {len(images)} held-out generated images: '
                f'{probe_summary(shared.regzoo_model, images, labels, s.batch_size)}')
         agree = {k: round(top1_agreement(models[k], shared.regzoo_model, images, s.batch_size), 4) for k in lossy}
+    for k, m in models.items():
+        if VARIANTS[k].engine == 'auto':
+            report(f"{name}: {k}: engine='auto' picks {engine_of(m, k)}: {m.engine_choice.reason}")
     macs = complexity(name, s.img_size)['flops']
+    # vs the fastest row: through each row's paired ratio to timm, so the two ratio columns tell one story
+    # (the fastest row reads 1.0, every other row less)
+    vs_timm = {k: paired_ratio(times[REFERENCE], times[k]) for k in models}
     rows = []
     for k, m in models.items():
         med = statistics.median(times[k])
-        fmt = getattr(m, 'memory_format', torch.channels_last if s.channels_last else torch.contiguous_format)
+        fmt = getattr(m, 'memory_format', torch.channels_last if s.channels_last and VARIANTS[k].eager
+                      else torch.contiguous_format)
         img_per_s = s.batch_size / med
         gflops = None if s.train else achieved_gflops(macs, img_per_s)  # fwd+bwd FLOPs are not counted
         rows.append(dict(
@@ -231,9 +296,11 @@ def bench_model(name: str, variants: list[str], settings: BenchSettings, fp32_pe
             memory_format='channels_last' if fmt == torch.channels_last else 'contiguous',
             batch_size=s.batch_size, img_size=s.img_size, img_per_s=round(img_per_s, 2),
             median_ms=round(med * 1e3, 1), spread_pct=round(spread_pct(times[k]), 1),
-            ratio_vs_timm=round(paired_ratio(times[REFERENCE], times[k]), 3),
+            engine=engine_of(m, k), ratio_vs_timm=round(vs_timm[k], 3),
+            ratio_vs_fastest=round(vs_timm[k] / max(vs_timm.values()), 3),
             gflops=_round(gflops), pct_fp32_peak=_round(None if gflops is None else pct_of_peak(gflops, fp32_peak)),
             latency_bs1_ms=_round(latency.get(k), 2),
-            peak_mem_mb=_round(peak_memory_mb(steps[k]) if s.memory else None),
+            # the profiler sees torch's allocations only, not those of another engine's runtime
+            peak_mem_mb=_round(peak_memory_mb(steps[k]) if s.memory and engine_of(m, k) == 'torch' else None),
             top1_agree_vs_fp32=agree.get(k, ''), rounds=len(times[k])))
     return rows

@@ -315,3 +315,30 @@ def int8_agreement(runners: Mapping[str, Callable], float_model: nn.Module,
                 same[name] += int((runner(x).argmax(1) == reference).sum())
             count += len(x)
     return {name: n / max(1, count) for name, n in same.items()}
+
+
+# ------------------------------------------------------------------------------------------------ written files
+
+def check_onnx_file(path: str | Path, engine: str, references: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
+                    inputs) -> dict[str, tuple[float, float]]:
+    """Run the ONNX file ``path`` in ``engine`` ('onnxruntime' or 'openvino', set up as ``optimize_for_inference``
+    sets it up) on the batches ``inputs``; per reference: (max |engine - reference| over the logits, top-1
+    agreement with it). ``python -m regzoo.export --engine`` reports these."""
+    if engine not in ENGINES[1:]:
+        raise EngineError(f'engine={engine!r} does not run ONNX files: use onnxruntime or openvino')
+    require_engine(engine)
+    runner = None
+    worst, same, count = dict.fromkeys(references, 0.0), dict.fromkeys(references, 0), 0
+    with torch.no_grad():
+        for x in inputs:
+            x = x.float().contiguous()
+            runner = runner or onnx_runner_for(engine, Path(path), tuple(x.shape))
+            got = runner(x)
+            for name, reference in references.items():
+                expected = reference(x)
+                worst[name] = max(worst[name], (got - expected).abs().max().item())
+                same[name] += int((got.argmax(1) == expected.argmax(1)).sum())
+            count += len(x)
+    if count == 0:
+        raise ValueError('no images to check the ONNX file on')
+    return {name: (worst[name], same[name] / count) for name in references}

@@ -19,6 +19,7 @@ from regzoo.utils.files import atomic_write
 from regzoo.utils.timing import timed
 
 ENGINES = ('torch', 'onnxruntime', 'openvino')  # also the tie-break order of choose_engine
+ENGINE_CHOICES = (*ENGINES, 'auto')  # what engine= (and the command lines' --engine) accepts
 # engine -> (modules it needs, the pip extra that installs them): both other engines run an exported ONNX file
 ENGINE_NEEDS = {'torch': ((), ''), 'onnxruntime': (('onnx', 'onnxruntime'), 'export'),
                 'openvino': (('openvino', 'onnx'), 'openvino')}
@@ -40,8 +41,8 @@ def require_engine(engine: str, int8: bool = False) -> None:
 
 
 def check_engine_name(engine: str) -> None:
-    if engine not in (*ENGINES, 'auto'):
-        raise EngineError(f'engine={engine!r} is invalid: must be one of {[*ENGINES, "auto"]}')
+    if engine not in ENGINE_CHOICES:
+        raise EngineError(f'engine={engine!r} is invalid: must be one of {list(ENGINE_CHOICES)}')
 
 
 @dataclass(frozen=True)
