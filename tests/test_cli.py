@@ -383,3 +383,15 @@ def test_truncated_weights_still_say_so(tmp_path):
     (tmp_path / 'cut.pth').write_bytes(data[:len(data) // 2])
     with pytest.raises(CheckpointError, match=r'the file is a zip archive .*; it may be truncated or corrupt$'):
         regzoo.create_model('regnetx_002', checkpoint_path=tmp_path / 'cut.pth')
+
+
+def test_zoo_table_columns_never_run_together():
+    """issue 23: regnety_10b's 9352.22 M params ran into its GFLOPs ('9352.221863.313'): widths come from content."""
+    from regzoo.cli.main import ZOO_COLUMNS, zoo_table
+    head, *rows = zoo_table().splitlines()
+    assert len(rows) == len(regzoo.list_models())
+    for row, arch in zip(rows, regzoo.list_models()):
+        cells = row.split()
+        assert len(cells) == len(ZOO_COLUMNS) and cells[0] == arch, row
+        float(cells[1]), float(cells[2]), float(cells[3])  # numbers, not two numbers glued
+    assert head.split()[:2] == ['arch', 'params(M)']
