@@ -35,9 +35,14 @@ CLIS = {
 # placeholders in argv and messages: {tmp} the test's folder, {data} a small image folder, {splits} one with
 # train/ and val/; '...' in a message matches anything
 P, V, E, B = 'python -m regzoo.cli.predict', 'validate.py', 'python -m regzoo.export', 'python -m regzoo.benchmark'
-TEXT_FILE = ('the file is a text file, 19 bytes; it is not a weights file regzoo reads')
+# a file that is plainly not weights is named as such, without the reader's complaint (issue 23: 'KeyError: 101')
+NOT_WEIGHTS = ('pass a weights file (.safetensors, .pth, .pt, .bin) or a saved model / train.py run folder')
+TEXT_FILE = f'the file is a text file, 19 bytes; {NOT_WEIGHTS}'
 HTML_FILE = ('the file is an HTML page (a web page saved in place of the file, e.g. a login or error page), 49 bytes; '
-             'it is not a weights file regzoo reads')
+             f'{NOT_WEIGHTS}')
+# issue 23: offline --pretrained is one short line whose fix is a flag, not the library's list of places
+NO_WEIGHTS = ('--pretrained: no weights for regnetx_002.pycls_in1k found{}; pass {} PATH (a local weights file or '
+              'folder), or fill the HF cache (`hf download` the weight where there is network and copy the cache here)')
 OFFLINE = {'HF_HUB_OFFLINE': '1'}
 NO_NETWORK = {'HF_HUB_OFFLINE': '', 'REGZOO_TEST_REFUSE_NETWORK': '1'}
 ROWS = [
@@ -51,10 +56,9 @@ ROWS = [
     ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '-b', '0'], {},
      f'{V}: error: --batch-size must be >= 1'),
     ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '--checkpoint', '{tmp}/notes.pth'], {},
-     f'{V}: error: ...{{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+     f'{V}: error: {{tmp}}/notes.pth is not a checkpoint: {TEXT_FILE}'),
     ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002.pycls_in1k', '--pretrained'], OFFLINE,
-     f'{V}: error: regnetx_002.pycls_in1k: pretrained weights not found offline (HF_HUB_OFFLINE is set): '
-     "HF hub repo 'timm/regnetx_002.pycls_in1k' ...; To fix: ..."),
+     f'{V}: error: ' + NO_WEIGHTS.format(' offline', '--checkpoint')),
     # predict
     ('predict', ['{tmp}/nope.jpg', '--model', 'regnetx_002', '--pretrained'], {},
      f'{P}: error: {{tmp}}/nope.jpg: no such file or folder'),
@@ -66,10 +70,9 @@ ROWS = [
     ('predict', ['{data}', '--model', 'regnetx_02', '--pretrained'], {},
      f"{P}: error: unknown model 'regnetx_02'; did you mean ..."),
     ('predict', ['{data}', '--model', 'regnetx_002', '--checkpoint', '{tmp}/page.safetensors'], {},
-     f'{P}: error: {{tmp}}/page.safetensors: not a readable safetensors file (...): {HTML_FILE}'),
+     f'{P}: error: {{tmp}}/page.safetensors is not a checkpoint: {HTML_FILE}'),
     ('predict', ['{data}', '--model', 'regnetx_002', '--pretrained'], NO_NETWORK,
-     f'{P}: error: regnetx_002.pycls_in1k: pretrained weights not found: ...HF hub download of '
-     'timm/regnetx_002.pycls_in1k: not tried, https://huggingface.co is unreachable (...); To fix: ...'),
+     f'{P}: error: ' + NO_WEIGHTS.format('', '--checkpoint')),
     # export
     ('export', ['--model', 'regnetx_02', '--format', 'torchscript', '--out', '{tmp}/m.pt'], {},
      f"{E}: error: unknown model 'regnetx_02'; did you mean ..."),
@@ -77,7 +80,16 @@ ROWS = [
      f"{E}: error: argument --format: invalid choice: 'tflite' (choose from ...) (see {E} --help)"),
     ('export', ['--model', 'regnetx_002', '--checkpoint', '{tmp}/notes.pth', '--format', 'torchscript',
                 '--out', '{tmp}/m.pt'], {},
-     f'{E}: error: {{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+     f'{E}: error: {{tmp}}/notes.pth is not a checkpoint: {TEXT_FILE}'),
+    ('export', ['--model', 'regnetx_002.pycls_in1k', '--pretrained', '--format', 'torchscript', '--out', '{tmp}/m.pt'],
+     OFFLINE, f'{E}: error: ' + NO_WEIGHTS.format(' offline', '--checkpoint')),
+    # issue 23: a text file as --checkpoint, with or without --model, is named as no checkpoint
+    ('validate', ['--data-dir', '{data}', '--checkpoint', '{tmp}/notes.txt'], {},
+     f'{V}: error: {{tmp}}/notes.txt is not a checkpoint: {TEXT_FILE}'),
+    ('validate', ['--data-dir', '{data}', '--model', 'regnetx_002', '--checkpoint', '{tmp}/notes.txt'], {},
+     f'{V}: error: {{tmp}}/notes.txt is not a checkpoint: {TEXT_FILE}'),
+    ('predict', ['{data}', '--checkpoint', '{tmp}/notes.txt'], {},
+     f'{P}: error: {{tmp}}/notes.txt is not a checkpoint: {TEXT_FILE}'),
     # benchmark
     ('benchmark', ['--model', 'regnety_03'], {}, f"{B}: error: unknown model 'regnety_03'; did you mean ..."),
     ('benchmark', ['--model', 'regnetx_002', '--batch-size', '0'], {},
@@ -90,9 +102,12 @@ ROWS = [
      "train.py: error: ...unknown model 'regnetx_02'; did you mean ..."),
     ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002', '-b', '2', '--model-kwargs', 'se_ration=0.25'],
      {}, "train.py: error: ...unexpected keyword argument 'se_ration'..."),
+    ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002.pycls_in1k', '--pretrained', '-b', '2',
+               '--output', '{tmp}/runs'], OFFLINE,
+     'train.py: error: ' + NO_WEIGHTS.format(' offline', '--initial-checkpoint')),
     ('train', ['--data-dir', '{splits}', '--model', 'regnetx_002', '-b', '2', '--initial-checkpoint',
                '{tmp}/notes.pth'], {},
-     f'train.py: error: ...{{tmp}}/notes.pth: not a readable torch checkpoint (...): {TEXT_FILE}'),
+     f'train.py: error: ...{{tmp}}/notes.pth is not a checkpoint: {TEXT_FILE}'),
 ]
 
 # issue 16: each command line against missing / empty folders, a file where a folder goes, only corrupt images,
@@ -147,6 +162,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     data = class_folders(tmp / 'data', ['cat', 'dog'], n=1, ext='.png', size=16)
     splits = learnable_splits(tmp / 'splits', ['cat', 'dog'], train=1, val=1, size=16)
     (tmp / 'notes.pth').write_text('these are my notes\n')  # 19 bytes
+    (tmp / 'notes.txt').write_text('these are my notes\n')
     (tmp / 'page.safetensors').write_text('<!DOCTYPE html><html><body>Sign in</body></html>\n')  # 49 bytes
     (tmp / 'empty').mkdir()
     for root in (tmp / 'corrupt', tmp / 'corrupt_splits' / 'train', tmp / 'corrupt_splits' / 'val'):
@@ -233,9 +249,15 @@ def test_unexpected_errors_keep_their_traceback_and_exit_1(tmp_path):
 
 def test_run_cli_and_one_line(capsys):
     def fails(argv):
-        raise WeightsUnavailableError('x: not found:\n  tried A\n  tried B\nTo fix: do C.')
+        raise FileNotFoundError('x: not found:\n  tried A\n  tried B\nTo fix: do C.')
     assert run_cli(fails, 'prog') == 2
     assert capsys.readouterr().err == 'prog: error: x: not found: tried A; tried B; To fix: do C.\n'
+
+    def no_weights(argv):  # the library's text is for Python callers; the command line names the flag
+        raise WeightsUnavailableError('x.tag: not found:\n  tried A\nTo fix: pass checkpoint_path=', 'x.tag', True)
+    assert run_cli(no_weights, 'prog') == 2
+    assert capsys.readouterr().err.startswith('prog: error: --pretrained: no weights for x.tag found offline; pass '
+                                              '--checkpoint PATH')
     assert run_cli(lambda argv: [{'rows': 1}], 'prog') == 0  # a main returning results counts as success
     assert run_cli(lambda argv: 3, 'prog') == 3
     def bug(argv):
@@ -343,7 +365,7 @@ def test_fetch_it_again_only_for_downloaded_files(tmp_path, monkeypatch):
     (tmp_path / 'notes.pth').write_text('not weights\n')
     with pytest.raises(CheckpointError) as info:
         regzoo.create_model('regnetx_002', checkpoint_path=tmp_path / 'notes.pth')
-    assert 'the file is a text file, 12 bytes; it is not a weights file regzoo reads' in str(info.value)
+    assert str(info.value) == f'{tmp_path / "notes.pth"} is not a checkpoint: the file is a text file, 12 bytes; {NOT_WEIGHTS}'
     assert 'fetch it again' not in str(info.value)
     # the same kind of file where a download put it: delete it and fetch it again
     monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hf'))
@@ -472,3 +494,15 @@ def test_export_int8_checks_the_file_in_openvino(run_in_process):
     assert re.fullmatch(r'  OpenVINO int8 vs ONNX Runtime int8 \(the same file\): 100\.00% \(max\|d\| logits \S+; '
                         r'at least 99\.00% required\) OK', lines[-2]), lines
     assert re.fullmatch(r'  OpenVINO int8 vs fp32: [\d.]+%', lines[-1]), lines
+
+
+def test_zoo_table_columns_never_run_together():
+    """issue 23: regnety_10b's 9352.22 M params ran into its GFLOPs ('9352.221863.313'): widths come from content."""
+    from regzoo.cli.main import ZOO_COLUMNS, zoo_table
+    head, *rows = zoo_table().splitlines()
+    assert len(rows) == len(regzoo.list_models())
+    for row, arch in zip(rows, regzoo.list_models()):
+        cells = row.split()
+        assert len(cells) == len(ZOO_COLUMNS) and cells[0] == arch, row
+        float(cells[1]), float(cells[2]), float(cells[3])  # numbers, not two numbers glued
+    assert head.split()[:2] == ['arch', 'params(M)']

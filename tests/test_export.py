@@ -159,3 +159,17 @@ def test_onnx_files_are_written_atomically_inline_or_with_their_external_data(tm
         with torch.no_grad():
             torch.testing.assert_close(got, model(x), rtol=0, atol=1e-5)
     assert tensor_bytes(model) == (8 * 3 * 3 * 3 + 8) * 4
+
+
+def test_torchscript_export_prints_no_jit_deprecation(tmp_path):
+    """issue 23: each TorchScript export printed torch's three jit FutureWarnings; regzoo silences exactly those."""
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, '-m', 'regzoo.export', '--model', 'regnetx_002', '--format', 'torchscript',
+                          '--out', str(tmp_path / 'm.pt'), '--input-size', '32'],
+                         capture_output=True, text=True, env={**os.environ, 'PYTHONWARNINGS': 'default'}, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 'FutureWarning' not in out.stderr and 'deprecated' not in out.stderr, out.stderr
+    with pytest.warns(FutureWarning, match='torch.jit.script'):  # outside regzoo's export torch still says it
+        torch.jit.script(regzoo.create_model('regnetx_002'))

@@ -138,7 +138,8 @@ def test_timm_folder_keeps_label_names_and_timm_reads_them(named_model, tmp_path
 
 
 def test_imagenet_weights_keep_imagenet_names_in_both_formats(tmp_path):
-    model = regzoo.create_model('regnetx_002.pycls_in1k')  # cfg only: nothing is downloaded
+    # the weight's cfg given (as its weights would set it), random weights: nothing is downloaded
+    model = regzoo.create_model('regnetx_002', pretrained_cfg=regzoo.get_pretrained_cfg('regnetx_002.pycls_in1k'))
     timm_config = json.loads((regzoo.save_pretrained(model, tmp_path / 't', format='timm') / 'config.json').read_text())
     assert timm_config['label_names'][0] == 'n01440764'
     assert timm_config['label_descriptions']['n01440764'] == 'tench, Tinca tinca'

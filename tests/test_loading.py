@@ -360,8 +360,9 @@ def test_pretrained_cfg_follows_in_chans(in_chans):
     else:
         assert cfg.mean == tuple(rgb_mean[c % 3] for c in range(in_chans))
         assert cfg.std == tuple(rgb_std[c % 3] for c in range(in_chans))
+    assert cfg.label_set is None  # random init: the weight's class names are not this model's (issue 23)
     assert cfg.replace(input_size=weight.input_size, test_input_size=weight.test_input_size, mean=weight.mean,
-                       std=weight.std) == weight  # nothing else changes
+                       std=weight.std, label_set=weight.label_set) == weight  # nothing else changes
 
 
 def test_adapt_input_conv_refuses_non_rgb_source():

@@ -9,6 +9,7 @@ benchmarks/int8_agreement.py.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import sys
@@ -206,8 +207,8 @@ def test_bad_calibration_input_and_misuse_fail_clearly(setup, int8, tmp_path):
         quantize_pt2e(model, [torch.randn(2, 3, 64, 64), torch.randn(2, 3, 48, 48)])
     with pytest.raises(ValueError, match="backend='tpu' is invalid"):
         quantize_pt2e(model, setup['val_x'], 'tpu')
-    with pytest.raises(ValueError, match='quantized for 3x64x64 inputs, got 3x32x32'):
-        int8(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match='quantized for 3x64x64 inputs, got 1x32x32'):
+        int8(torch.randn(1, 1, 32, 32))
     with pytest.raises(RuntimeError, match='eval-only'):
         int8.train()
 
@@ -290,3 +291,31 @@ def test_export_cli_int8_without_the_extra_exits_2(setup, tmp_path, monkeypatch,
     assert capsys.readouterr().err == ("python -m regzoo.export: error: int8 quantization needs torchao; install it "
                                        "with: pip install 'regzoo[quantize]'\n")
     assert not out.exists()
+
+
+def test_another_input_size_lowers_again_with_the_same_scales(setup, int8, reference, caplog):
+    """issue 23: an int8 model calibrated at 64 px refused 96 px. It lowers its quantized graph again for the new
+    size (once, logged) and computes the reference int8 arithmetic there, with the 64-px calibration's scales."""
+    x = torch.nn.functional.interpolate(setup['val_x'][:8], size=(96, 96), mode='bilinear')
+    with caplog.at_level(logging.INFO, logger='regzoo.deploy.quantize'):
+        got = int8(x)
+        again = int8(x)
+    assert sum('lowering the quantized graph again for 3x96x96' in r.getMessage() for r in caplog.records) == 1
+    expected = reference(x)
+    assert got.shape == (8, CLASSES) and torch.isfinite(got).all() and torch.equal(got, again)
+    assert top1_agreement(got, expected) == 1.0
+    assert int8.input_size == (3, 64, 64)  # the calibration size it reports is unchanged
+
+
+def test_slow_first_calls_say_what_they_do(setup, caplog):
+    """issue 23: optimize_for_inference's memory-format timing, compile=True and int8 calibration log first."""
+    from regzoo.deploy.inference import torch_fast_path
+    model = setup['model']
+    with caplog.at_level(logging.INFO):
+        torch_fast_path(model, example_input=torch.randn(2, 3, 32, 32))
+        torch_fast_path(model, memory_format='contiguous', compile=True)  # compiles lazily: nothing is run here
+        quantize_pt2e(model, setup['val_x'][:4], 'reference', max_images=4)
+    text = '\n'.join(r.getMessage() for r in caplog.records)
+    assert 'timing memory formats (channels_last, contiguous) at batch 2, 32x32 px' in text
+    assert 'compiling with inductor' in text
+    assert 'int8: calibrating on 4 images of 3x64x64...' in text

@@ -50,8 +50,9 @@ def test_hf_round_trip(arch, kwargs, tmp_path):
 
 
 def test_hf_config_carries_imagenet_labels(tmp_path):
-    model = regzoo.create_model('regnety_002.pycls_in1k').eval()  # cfg only: nothing is downloaded
-    config = json.loads((regzoo.save_pretrained(model, tmp_path, format='hf') / 'config.json').read_text())
+    # the weight's cfg given (as its weights would set it), random weights: nothing is downloaded
+    model = regzoo.create_model('regnety_002', pretrained_cfg=regzoo.get_pretrained_cfg('regnety_002.pycls_in1k'))
+    config = json.loads((regzoo.save_pretrained(model.eval(), tmp_path, format='hf') / 'config.json').read_text())
     assert config['id2label']['0'] == 'tench, Tinca tinca' and len(config['id2label']) == 1000
     assert transformers.RegNetConfig.from_pretrained(tmp_path).num_labels == 1000
 
@@ -147,11 +148,29 @@ def test_another_head_is_not_the_weight_any_more(change, tmp_path):
 def test_the_same_head_keeps_the_weight(tmp_path):
     weight = regzoo.get_pretrained_cfg('regnety_002.pycls_in1k')
     model = regzoo.create_model(weight.name)
+    model.pretrained_cfg = weight  # as if its weights were loaded (no download in the tests)
     config = json.loads((regzoo.save_pretrained(model, tmp_path, format='timm') / 'config.json').read_text())
     assert config['pretrained_cfg']['tag'] == weight.tag
     assert config['label_names'] == list(label_names(weight.label_set))
     again = regzoo.create_model('regnety_002', checkpoint_path=str(tmp_path)).pretrained_cfg
     assert (again.tag, again.label_set) == (weight.tag, weight.label_set)
+
+
+@pytest.mark.parametrize('fmt', ['timm', 'hf'])
+def test_random_init_claims_no_class_names(fmt, tmp_path):
+    """issue 23: random-init weights saved by the user predicted ImageNet labels. A model built without weights
+    keeps its weight's eval transform but names no classes, saved or reloaded; predictions are class indices."""
+    model = regzoo.create_model('regnetx_002').eval()
+    assert model.pretrained_cfg.tag == 'pycls_in1k' and model.pretrained_cfg.label_names is None
+    folder = regzoo.save_pretrained(model, tmp_path / fmt, format=fmt)
+    config = json.loads((folder / 'config.json').read_text())
+    assert 'label_names' not in config and not any('tench' in str(v) for v in config.get('id2label', {}).values())
+    again = regzoo.create_model('regnetx_002', checkpoint_path=str(folder)).eval()
+    assert again.pretrained_cfg.label_names is None
+    image = Image.new('RGB', (64, 64), 'red')
+    for m in (model, again):
+        (top,) = regzoo.predict(m, image, topk=1)[0]
+        assert top.label == str(top.index) and top.name is None
 
 
 def test_saved_config_is_read_by_timm(tmp_path):

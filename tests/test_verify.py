@@ -304,8 +304,8 @@ def _sharded_missing_shard(tmp_path, sd):
 
 
 BROKEN = {
-    'empty .pth': (_empty_pth, r'empty\.pth: not a readable torch checkpoint .*the file is empty, 0 bytes'),
-    'empty .safetensors': (_empty_safetensors, r'empty\.safetensors: not a readable safetensors file .*empty'),
+    'empty .pth': (_empty_pth, r'empty\.pth is not a checkpoint: the file is empty, 0 bytes; pass a weights file'),
+    'empty .safetensors': (_empty_safetensors, r'empty\.safetensors is not a checkpoint: the file is empty'),
     'directory without weights': (_dir_without_weights, r'nothing: expected model\.safetensors .*found: none'),
     'int weights': (_int_weights, r'int\.pth \(timm layout\) does not fit regnetx_002:\n.*dtype mismatches '
                                   r'\(\d+\): stem\.conv\.weight checkpoint int32 vs model float32'),

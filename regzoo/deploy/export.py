@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +72,19 @@ def _output_names(model: nn.Module, example: torch.Tensor) -> list[str]:
     return ['output'] if len(outs) == 1 else [f'feature{i}' for i in range(len(outs))]
 
 
+# torch's message for each deprecated jit call: '`torch.jit.script` is deprecated. Please switch to ...'
+JIT_DEPRECATION = r'`torch\.jit\.\w+` is deprecated'
+
+
 def export_torchscript(model: nn.Module, path: str | Path) -> Runner:
     """``torch.jit.script`` (not trace: no shape is frozen), saved with ``torch.jit.save``; returns the reloaded one."""
-    scripted = torch.jit.script(model)
-    atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp)))
-    loaded = torch.jit.load(str(path))
+    with warnings.catch_warnings():
+        # torch deprecates TorchScript (a FutureWarning per jit call: three per export); regzoo still offers it as
+        # an export format for the runtimes that load it, so these exact warnings are not news to its user
+        warnings.filterwarnings('ignore', message=JIT_DEPRECATION, category=FutureWarning)
+        scripted = torch.jit.script(model)
+        atomic_write(path, lambda tmp: torch.jit.save(scripted, str(tmp)))
+        loaded = torch.jit.load(str(path))
     return lambda x: _as_list(loaded(x))
 
 

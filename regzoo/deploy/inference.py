@@ -319,6 +319,10 @@ def _resolve_memory_format(model: nn.Module, fuse_bn: bool, memory_format: str, 
     cache = json.loads(path.read_text()) if path and key and path.is_file() else {}
     if key in cache:
         return cache[key]
+    # the slow part of a first call (seconds to half a minute on a big model): say what it is doing
+    _LOGGER.info('optimize_for_inference: timing memory formats (%s) at batch %d, %s px%s...',
+                 ', '.join(MEMORY_FORMATS), x.shape[0], 'x'.join(map(str, x.shape[2:])),
+                 '' if path else ' (cache_path= keeps the choice for later calls)')
     candidates = {k: _build(model, fuse_bn, v, dtype, device) for k, v in MEMORY_FORMATS.items()}
     memory_format = choose_memory_format(candidates, x)
     if path and key:
@@ -397,6 +401,7 @@ def torch_fast_path(
         # inductor cannot see through pre-packed opaque weights: compile the dense folded model and let
         # inductor's freezing pass do the weight packing and conv fusions itself
         dense = _build(model, fuse_bn, out.memory_format, dtype, device, pack=False).model
+        _LOGGER.info('optimize_for_inference: compiling with inductor: the first call compiles (about a minute)...')
         out = InferenceModel(dense, out.memory_format, dtype, torch.compile(dense, options={'freezing': True}))
     out.dtype_choice = choice
     return out

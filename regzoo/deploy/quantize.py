@@ -16,7 +16,9 @@ runs the same quantized numbers:
 - ``'reference'``: the quantize/dequantize graph run op by op in float: the int8 model's exact arithmetic on any
   CPU, slow. It is what the ONNX QDQ export writes (``regzoo.deploy.export.export_int8_onnx``).
 
-The input size is fixed at the calibration images' (C, H, W); the batch size is free.
+The batch size is free. Another image size than the calibration images' lowers the quantized graph again for that
+size on its first call (once per size, the calibration's scales kept); an ONNX Runtime / OpenVINO int8 model keeps
+the calibration size.
 
 Activations are 8-bit where the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX) and 7-bit
 (``reduce_range``) elsewhere: without VNNI, oneDNN and onnxruntime multiply uint8 x int8 pairs into int16 sums,
@@ -38,6 +40,7 @@ from regzoo.deploy.inference import fold_bn
 from regzoo.models.layers import ConvNormAct
 from regzoo.utils.extras import require
 from regzoo.utils.machine import describe_machine
+from regzoo.utils.runtime import Progress
 
 _logger = logging.getLogger(__name__)
 BACKENDS = ('onednn', 'inductor', 'reference')
@@ -193,6 +196,7 @@ class QuantizedModel(nn.Module):
         self.input_size = input_size
         self.calibration_images = calibration_images
         self.reduce_range = reduce_range
+        self._sized_runners: dict[tuple[int, ...], Callable] = {}  # other input sizes' runners (``_runner_for``)
         for name in _MODEL_INFO:
             if source is not None and hasattr(source, name):
                 setattr(self, name, getattr(source, name))
@@ -204,17 +208,34 @@ class QuantizedModel(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[1:]) != self.input_size:
-            raise ValueError(f'this int8 model was quantized for {"x".join(map(str, self.input_size))} inputs, got '
-                             f'{"x".join(map(str, x.shape[1:]))}; quantize again with images of that size')
+        runner = self.runner if tuple(x.shape[1:]) == self.input_size else self._runner_for(x)
         with torch.no_grad():
             x = x.float().contiguous()
             # freezing (constant weights) is what enables inductor's int8 fusions
             if self.engine == 'torch' and self.backend == 'inductor':
                 from torch._inductor import config
                 with config.patch(freezing=True):
-                    return self.runner(x)
-            return self.runner(x)
+                    return runner(x)
+            return runner(x)
+
+    def _runner_for(self, x: torch.Tensor) -> Callable:
+        """What runs inputs of ``x``'s (C, H, W): the quantized graph lowered again for that size, once per size.
+
+        The calibration's scales stay (activation ranges do not depend on the image size); only the lowering is
+        shape-specialised. An engine's runner (ONNX Runtime, OpenVINO) is fixed to the calibration size.
+        """
+        size = tuple(x.shape[1:])
+        if self.engine != 'torch' or len(size) != len(self.input_size) or size[0] != self.input_size[0]:
+            raise ValueError(f'this int8 model ({self.engine}) was quantized for {"x".join(map(str, self.input_size))} '
+                             f'inputs, got {"x".join(map(str, size))}; quantize again with images of that size '
+                             '(regzoo.quantize(model, images))')
+        if size not in self._sized_runners:
+            _logger.info('int8: lowering the quantized graph again for %s inputs (calibrated at %s; its scales '
+                         'are kept)...', 'x'.join(map(str, size)), 'x'.join(map(str, self.input_size)))
+            example = torch.zeros(2, *size)  # batch 2: torch.export specialises a batch of 1 to a constant
+            with torch.no_grad():
+                self._sized_runners[size] = _runner(self.graph, self.backend, example)
+        return self._sized_runners[size]
 
     def extra_repr(self) -> str:
         return (f'engine={self.engine}, backend={self.backend}, input_size={self.input_size}, '
@@ -272,24 +293,47 @@ def quantize_pt2e(
         quantizer.set_global(x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range))
         prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
         count = 0
+        _logger.info('int8: calibrating on %s images of %s...', max_images or 'all the', 'x'.join(map(str, first.shape[1:])))
+        progress = Progress(max_images, 'int8: calibrating', unit='img', interval=10.0, logger=_logger)
         for images in _prepend(first, batches):
             if tuple(images.shape[1:]) != tuple(first.shape[1:]):
                 raise ValueError(f'calibration images differ in size: {tuple(first.shape[1:])} and '
                                  f'{tuple(images.shape[1:])}; resize them to one size (a transform does)')
             prepared(images)
             count += len(images)
+            progress.update(len(images))
             if keep_batches is not None:
                 keep_batches.append(images)
-        graph = quantize_pt2e.convert_pt2e(prepared)
+        progress.close()
+        graph = without_shape_guards(quantize_pt2e.convert_pt2e(prepared))
         if backend == 'onednn':
-            runner = lower_to_onednn(graph, example)
-        elif backend == 'inductor':
-            runner = torch.compile(graph)
-        else:
-            runner = graph
+            _logger.info('int8: lowering to oneDNN int8 ops...')
+        runner = _runner(graph, backend, example)
     _logger.info('int8: calibrated on %d images of %s, %d-bit activations, backend %s', count,
                  'x'.join(map(str, first.shape[1:])), 7 if reduce_range else 8, backend)
     return QuantizedModel(graph, runner, backend, tuple(first.shape[1:]), count, reduce_range, source=model)
+
+
+def without_shape_guards(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """``graph`` without torch.export's input-shape guard (``_guards_fn``: H and W equal to the export example's).
+
+    The quantized graph's ops (convs, pooling to 1x1, the classifier) hold for any image size; only the guard and
+    the lowering are shape-specialised, so ``QuantizedModel`` lowers this graph again for a new size.
+    """
+    for node in list(graph.graph.nodes):
+        if node.op == 'call_module' and node.target == '_guards_fn':
+            graph.graph.erase_node(node)
+    graph.recompile()
+    return graph
+
+
+def _runner(graph: torch.fx.GraphModule, backend: str, example: torch.Tensor) -> Callable:
+    """What runs the quantized ``graph`` on ``backend`` for inputs of ``example``'s (C, H, W), any batch."""
+    if backend == 'onednn':
+        return lower_to_onednn(graph, example)
+    if backend == 'inductor':
+        return torch.compile(graph)
+    return graph
 
 
 def _prepend(first: torch.Tensor, rest: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:

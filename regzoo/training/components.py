@@ -35,11 +35,7 @@ def build_model(args, num_classes: int, resume_weights: str | os.PathLike | None
     except WeightsUnavailableError as e:
         # the library's message lists every place it looked and gives a fix for Python callers; on the command
         # line the fix is a flag
-        offline = ' offline' if 'offline' in str(e).split('\n', 1)[0] else ''
-        raise TrainingInputError(
-            f'--pretrained: no weights for {args.model} found{offline}; pass --initial-checkpoint PATH (a local '
-            'weights file or folder), or fill the HF cache (`hf download` the weight where there is network and '
-            'copy the cache here)') from None
+        raise TrainingInputError(e.command_line_message('--initial-checkpoint', args.model)) from None
     except (ValueError, OSError) as e:  # unknown model name (with close matches), unreadable or missing weights
         # the library's messages may start with the model name: say it once, after the flag
         raise TrainingInputError(f'{source}: {str(e).removeprefix(f"{args.model}: ")}') from None

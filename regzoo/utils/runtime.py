@@ -54,8 +54,14 @@ def one_line(err: BaseException | str) -> str:
 
 
 def error_exit(prog: str, err: BaseException | str) -> int:
-    """Print ``PROG: error: MESSAGE`` as one line on stderr; return exit code 2."""
-    print(f'{prog}: error: {one_line(err)}', file=sys.stderr, flush=True)
+    """Print ``PROG: error: MESSAGE`` as one line on stderr; return exit code 2.
+
+    An error that has a command-line wording (``command_line_message()``: the zoo's missing pretrained weights,
+    whose library text is a fix for Python callers) is printed in that wording: its fix is a flag.
+    """
+    command_line_message = getattr(err, 'command_line_message', None)
+    text = command_line_message() if callable(command_line_message) else one_line(err)
+    print(f'{prog}: error: {text}', file=sys.stderr, flush=True)
     return 2
 
 

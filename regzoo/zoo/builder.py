@@ -219,6 +219,12 @@ def build_regnet(arch: str, cfg: RegNetCfg, pretrained: bool = False, **kwargs) 
     model_kwargs = {k: v for k, v in kwargs.items() if v is not None}
 
     pretrained_cfg = _resolve_pretrained_cfg(arch, tag, cfg_arg, overlay, pretrained, checkpoint)
+    callers_names = (cfg_arg is not None and not isinstance(cfg_arg, str)) or \
+        set(overlay or {}) & {'label_set', 'label_names', 'class_names'}
+    if not pretrained and checkpoint is None and not callers_names:
+        # random init: the weight's eval transform still applies, its class names do not (issue 23: a saved or
+        # predicted random model claimed ImageNet labels); a cfg or names the caller gives are theirs to claim
+        pretrained_cfg = pretrained_cfg.replace(label_set=None)
     # as timm's _update_default_model_kwargs: the cfg's head size and input channels are the defaults
     if pretrained_cfg.num_classes is not None and pretrained_cfg.num_classes >= 0:
         model_kwargs.setdefault('num_classes', pretrained_cfg.num_classes)

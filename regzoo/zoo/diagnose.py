@@ -60,16 +60,30 @@ def _file_kind(head: bytes) -> str:
     return 'a text file'
 
 
+# what describe_file calls a file that cannot hold weights in any format regzoo reads
+NOT_WEIGHTS_KINDS = ('a text', 'an HTML', 'a Git LFS', 'JSON', 'empty', 'an HDF5', 'a gzip')
+NOT_WEIGHTS_FIX = 'pass a weights file (.safetensors, .pth, .pt, .bin) or a saved model / train.py run folder'
+
+
+def not_weights(path: Path) -> CheckpointError | None:
+    """The error for a file that is plainly no weights file (text, a web page, an LFS pointer, empty...), found
+    from its first bytes before any reader tries it; None for anything that may be weights."""
+    looks = describe_file(path)
+    if looks.startswith(NOT_WEIGHTS_KINDS):
+        return CheckpointError(f'{path} is not a checkpoint: the file is {looks}; {NOT_WEIGHTS_FIX}')
+    return None
+
+
 def unreadable(path: Path, what: str, err: Exception, downloaded: bool) -> CheckpointError:
     """The error for a file that does not read as ``what``: what it looks like, and what to do about it
     (``downloaded``: it lies in a download cache, so fetching it again is the fix)."""
     lines = str(err).split('WeightsUnpickler error:')[-1].strip().splitlines()
     detail = f'{type(err).__name__}: {lines[0][:160]}' if lines else type(err).__name__
+    if not downloaded and (error := not_weights(path)):  # the reader's complaint ('KeyError: 101') is noise
+        return error
     looks = describe_file(path)
     if downloaded:
         fix = 'it may be truncated or corrupt: delete it and fetch it again'
-    elif looks.startswith(('a text', 'an HTML', 'a Git LFS', 'JSON', 'empty', 'an HDF5', 'a gzip')):
-        fix = 'it is not a weights file regzoo reads'
     else:
         fix = 'it may be truncated or corrupt'
     return CheckpointError(f'{path}: not a readable {what} ({detail}): the file is {looks}; {fix}')

@@ -25,7 +25,23 @@ DEFAULT_PROBE_TIMEOUT = 1.0  # seconds a download host gets to accept a connecti
 
 
 class WeightsUnavailableError(FileNotFoundError):
-    """No source of a pretrained weight could be reached (offline and not cached, or every download failed)."""
+    """No source of a pretrained weight could be reached (offline and not cached, or every download failed).
+
+    Its text lists every place looked in and the fix for Python callers; ``command_line_message(flag)`` is the
+    one-line form the command lines print (``regzoo.utils.runtime.error_exit`` and train.py use it), whose fix
+    is a flag.
+    """
+
+    def __init__(self, message: str, weight: str | None = None, offline: bool = False):
+        super().__init__(message)
+        self.weight, self.offline = weight, offline
+
+    def command_line_message(self, flag: str = '--checkpoint', model: str | None = None) -> str:
+        """'--pretrained: no weights for NAME found offline; pass FLAG PATH ... or fill the HF cache (...)'."""
+        name = model or self.weight or 'the model'
+        return (f'--pretrained: no weights for {name} found{" offline" if self.offline else ""}; pass {flag} PATH '
+                '(a local weights file or folder), or fill the HF cache (`hf download` the weight where there is '
+                'network and copy the cache here)')
 
 
 def hub_cache_dir() -> Path:
@@ -225,7 +241,8 @@ def fetch_pretrained(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = N
             raise FileNotFoundError(f'{cfg.name}: pretrained file {path} (pretrained_cfg_overlay file=) does not exist')
         return path, None
     if not (cfg.hf_hub_id or cfg.url):
-        raise WeightsUnavailableError(f'{cfg.name}: no source to load from: the cfg has no hf_hub_id, url or file')
+        raise WeightsUnavailableError(f'{cfg.name}: no source to load from: the cfg has no hf_hub_id, url or file',
+                                      cfg.name)
     offline, attempts = hub_offline(), []
     # every cache before any network: a cached weight never waits on a connection
     if cfg.hf_hub_id and (path := _hub_cached(cfg, attempts, cache_dir)):
@@ -252,4 +269,4 @@ def fetch_pretrained(cfg: PretrainedCfg, cache_dir: str | os.PathLike | None = N
     raise WeightsUnavailableError(
         f'{cfg.name}: pretrained weights not found' + (' offline (HF_HUB_OFFLINE is set)' if offline else '') + ':\n  '
         + '\n  '.join(attempts) + f'\nTo fix: {fix}pass pretrained_cfg_overlay=dict(file=PATH) or '
-        'checkpoint_path=PATH with a local weights file or directory.')
+        'checkpoint_path=PATH with a local weights file or directory.', cfg.name, offline)

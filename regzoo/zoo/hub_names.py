@@ -93,7 +93,7 @@ def read_repo_config(name: str, repo: str, cache_dir: str | os.PathLike | None =
         why = 'and HF_HUB_OFFLINE is set' if hub_offline() else 'and it could not be downloaded'
         raise WeightsUnavailableError(
             f'{name}: {repo}/{CONFIG_NAME} is not in the HF cache {hub_cache(cache_dir)} {why}; run '
-            f'`hf download {repo}` on a machine with network and copy its cache there') from e
+            f'`hf download {repo}` on a machine with network and copy its cache there', name, e.offline) from e
     return read_config(Path(path))
 
 

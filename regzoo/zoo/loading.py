@@ -22,7 +22,7 @@ from regzoo.zoo.applying import apply_checkpoint, arch_name
 from regzoo.zoo.checkpoint import Checkpoint
 from regzoo.zoo.config import config_label_names, is_hf_config, read_config
 from regzoo.zoo.convert import to_regzoo
-from regzoo.zoo.diagnose import CheckpointError, describe_file, shard_error
+from regzoo.zoo.diagnose import CheckpointError, describe_file, not_weights, shard_error
 from regzoo.zoo.layout import CONFIG_NAME, DIR_FILENAMES, HUB_FILENAMES, INDEX_NAMES, TORCH_SUFFIXES
 from regzoo.zoo.reading import read_weights_file
 from regzoo.zoo.runs import config_pointer, refuse_run_file, run_weights_file
@@ -90,6 +90,8 @@ def resolve_checkpoint(path: str | os.PathLike, log: bool = True) -> tuple[Path,
     the file to use instead. ``log``: say which file a run folder stands for (at INFO level).
     """
     path, config = _locate(path, log)
+    if path.is_file() and not is_index(path) and (error := not_weights(path)):  # e.g. notes.txt: say so now
+        raise error
     refuse_run_file(path)
     if not config and (pointer := config_pointer(path, _header_metadata(path))):
         config = read_config(pointer)
