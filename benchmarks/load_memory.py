@@ -47,6 +47,7 @@ def _status(field: str) -> int:
 def measure(arch: str, folder: str, built_first: bool = False) -> dict:
     """Run in a fresh process: the peak resident memory of loading ``folder``, above the memory before it."""
     import safetensors.torch  # noqa: F401 - imported by the load; not its memory
+    import timm.data  # noqa: F401 - the eval transform of an HF folder's preprocessor_config.json: not its memory
     import torch
 
     import regzoo

@@ -9,7 +9,6 @@ Reference checkpoints: transformers' own ``save_pretrained`` of a randomly initi
 import importlib.util
 import json
 import logging
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -340,13 +339,16 @@ def test_sharded_load_peak_memory_stays_below_one_and_a_half_weights(form, tmp_p
     held before stays < 1.5x the weights (about the weights plus one tensor, or one .bin shard)."""
     bench = _load_memory_benchmark()
     arch = 'regnety_016'  # 45 MB: big enough that fixed overheads do not count
-    folders, size, counts, reference = bench.save_forms(arch, 4, tmp_path)
+    folders, size, counts, _ = bench.save_forms(arch, 4, tmp_path)
     assert counts[form] >= 3
-    out = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'load_memory.py'), '--measure',
-                          str(folders[form]), '--arch', arch], capture_output=True, text=True, check=True,
-                         # the suite computes the reference with 1 intra-op thread (conftest); oneDNN's conv
-                         # blocking and so the float sums can differ with 2 threads on AVX-512 CPUs
-                         env={**os.environ, 'OMP_NUM_THREADS': '1'})
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result['logits'] == reference
+
+    def measure(folder: Path) -> dict:
+        out = subprocess.run([sys.executable, str(ROOT / 'benchmarks' / 'load_memory.py'), '--measure', str(folder),
+                              '--arch', arch], capture_output=True, text=True, check=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    # the reference is the unsharded file loaded by the same kind of fresh process: logits computed inside this
+    # worker can differ in the last bits (oneDNN's kernel choice depends on the process's threads and state)
+    result, reference = measure(folders[form]), measure(folders['plain'])
+    assert result['logits'] == reference['logits']
     assert result['peak_bytes'] < 1.5 * size, f'peak {result["peak_bytes"] / size:.2f}x the weights'

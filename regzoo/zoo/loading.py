@@ -90,9 +90,9 @@ def resolve_checkpoint(path: str | os.PathLike, log: bool = True) -> tuple[Path,
     the file to use instead. ``log``: say which file a run folder stands for (at INFO level).
     """
     path, config = _locate(path, log)
+    refuse_run_file(path)  # a run's args.yaml / state: refused naming the file to use, before the generic check
     if path.is_file() and not is_index(path) and (error := not_weights(path)):  # e.g. notes.txt: say so now
         raise error
-    refuse_run_file(path)
     if not config and (pointer := config_pointer(path, _header_metadata(path))):
         config = read_config(pointer)
     return path, config
@@ -120,6 +120,7 @@ def read_checkpoint(path: str | os.PathLike, source_format: str | None = None,
     before using the weights).
     """
     path, config = _locate(path, log=True)
+    refuse_run_file(path)  # by name, before a run's args.yaml or state is read as weights
     if is_index(path):
         raw, metadata, verified = _read_sharded(path), {}, (lambda: None)
     else:
@@ -129,7 +130,7 @@ def read_checkpoint(path: str | os.PathLike, source_format: str | None = None,
     if source_format is None and is_hf_config(config):
         source_format = 'hf'
     try:
-        refuse_run_file(path, raw)
+        refuse_run_file(path, raw, by_name=False)  # by contents: a training state under another name
         state_dict, fmt = to_regzoo(raw, source_format)
     except ValueError as e:  # CheckpointError included: damaged bytes explain either best
         verified()

@@ -54,22 +54,23 @@ def is_training_state(contents: Mapping) -> bool:
     return set(RUN_STATE_MARKERS) <= set(contents)
 
 
-def refuse_run_file(path: Path, contents: Mapping | None = None) -> None:
+def refuse_run_file(path: Path, contents: Mapping | None = None, by_name: bool = True) -> None:
     """Files of a train.py run folder that hold no weights are refused, naming the file to use instead.
 
     ``<name>.state.pt`` (known by name beside ``<name>.safetensors``, or by its ``contents`` once read) is the
     optimizer/schedule/RNG state for ``--resume``; ``args.yaml``, ``summary.csv``, ``config.json`` describe the run.
+    ``by_name=False``: only the ``contents`` check (the name was checked before the file was read).
     """
     beside = [path.parent / name for name in RUN_WEIGHTS if (path.parent / name).is_file()]
     folder = f'the run folder {path.parent} (it picks {beside[0].name})' if beside else ''
     own = path.with_name(path.name.removesuffix(RUN_STATE_SUFFIX) + WEIGHTS_SUFFIX)
-    by_name = path.name.endswith(RUN_STATE_SUFFIX) and own.is_file()
-    if by_name or (contents is not None and is_training_state(contents)):
+    named_state = by_name and path.name.endswith(RUN_STATE_SUFFIX) and own.is_file()
+    if named_state or (contents is not None and is_training_state(contents)):
         files = [str(p) for p in dict.fromkeys(([own] if own.is_file() else []) + beside)]
         raise CheckpointError(
             f'{path} is train.py\'s training state for --resume (optimizer, schedule, RNG states), not model '
             f'weights: use {" or ".join(files) or "the .safetensors file saved with it"}'
             + (f', or {folder}' if folder else ''))
-    if beside and path.suffix in ('.yaml', '.csv', '.json', '.txt', '.log'):
+    if by_name and beside and path.suffix in ('.yaml', '.csv', '.json', '.txt', '.log'):
         raise CheckpointError(f'{path} describes a train.py run and holds no weights: use {folder}, '
                               f'or one of its weights files: {", ".join(p.name for p in beside)}')
