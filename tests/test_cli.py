@@ -139,9 +139,10 @@ BAD_INPUT_ROWS = [
     ('export', [*C, '--format', 'torchscript', '--out', '{tmp}/notes.pth/m.pt'],
      f'{E}: error: --out {{tmp}}/notes.pth/m.pt: cannot write there: {{tmp}}/notes.pth is a file, not a folder'),
     ('train', ['--data-dir', '{empty}', *T],
-     'train.py: error: split folder {empty}/train not found; {empty} holds no folders (...)'),
+     'train.py: error: split {empty}/train not found; {empty} holds no folders (...)'),
     ('train', ['--data-dir', '{tmp}/notes.pth', *T],
-     'train.py: error: --data-dir {tmp}/notes.pth does not exist or is not a folder'),
+     'train.py: error: --data-dir: {tmp}/notes.pth is a file, not a dataset: give an image folder, WebDataset '
+     'shards (.tar files or a pattern) or an HF save_to_disk folder'),
     ('train', ['--data-dir', '{corrupt_splits}', *T, '--workers', '1'],  # found by the loader, in a worker
      'train.py: error: unreadable image {corrupt_splits}/train/cat/a.png (...); remove or replace it'),
     ('train', ['--data-dir', '{splits}', *T, '-b', '0'], 'train.py: error: --batch-size must be >= 1, got 0'),
