@@ -14,3 +14,13 @@ none because ``regzoo.predict`` is the library function. Each module's ``run(arg
 aliases and console scripts call). This is the top layer: library code never imports it
 (``tests/test_layers.py``).
 """
+
+
+def add_engine_arguments(group) -> None:
+    """The flags validate and predict share for their --fast/--int8 model: calibration size and engine."""
+    from regzoo.deploy.engines_choice import ENGINE_CHOICES
+    group.add_argument('--calibration-images', type=int, default=None, metavar='N',
+                       help='--int8: calibrate on at most N images (default: 256)')
+    group.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
+                       help="what runs the --fast/--int8 model (regzoo.optimize_for_inference / regzoo.quantize "
+                            "engine=): torch (default), onnxruntime, openvino, or auto (the fastest, measured)")

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from regzoo.deploy.engines_choice import ENGINE_CHOICES
+from regzoo.cli import add_engine_arguments
 from regzoo.utils.runtime import ArgumentParser, Progress, default_workers, error_exit, run_cli
 
 PROG = 'python -m regzoo.cli.predict'
@@ -53,11 +53,7 @@ def build_parser() -> ArgumentParser:
     variant.add_argument('--int8', action='store_true', help='predict with an int8 model (regzoo.quantize; CPU)')
     speed.add_argument('--calibration-dir', default=None, metavar='DIR',
                        help='--int8: images to calibrate the activations on (like the ones to classify)')
-    speed.add_argument('--calibration-images', type=int, default=None, metavar='N',
-                       help='--int8: calibrate on at most N images (default: 256)')
-    speed.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
-                       help="what runs the --fast/--int8 model (regzoo.optimize_for_inference / regzoo.quantize "
-                            "engine=): torch (default), onnxruntime, openvino, or auto (the fastest, measured)")
+    add_engine_arguments(speed)
     return p
 
 

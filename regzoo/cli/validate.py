@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
+from regzoo.cli import add_engine_arguments
 from regzoo.data.locate import is_shard_pattern, locate_split
 from regzoo.data.sharding import join_process_group, leave_process_group
 from regzoo.data.transforms import CROP_MODES, INTERPOLATIONS
-from regzoo.deploy.engines_choice import ENGINE_CHOICES
 from regzoo.eval.evaluate import (
     EvalOptions,
     EvalResult,
@@ -84,11 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='also score an int8 model (regzoo.quantize; CPU), calibrated on --calibration-dir')
     speed.add_argument('--calibration-dir', default=None, metavar='DIR',
                        help='--int8: images to calibrate on, read with the eval transform (not the images scored)')
-    speed.add_argument('--calibration-images', type=int, default=None, metavar='N',
-                       help='--int8: calibrate on at most N images (default: 256)')
-    speed.add_argument('--engine', default=None, choices=ENGINE_CHOICES,
-                       help="what runs the --fast/--int8 model (regzoo.optimize_for_inference / regzoo.quantize "
-                            "engine=): torch (default), onnxruntime, openvino, or auto (the fastest, measured)")
+    add_engine_arguments(speed)
     return p
 
 
