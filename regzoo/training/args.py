@@ -19,10 +19,11 @@ import yaml
 from regzoo.data.transforms import INTERPOLATIONS
 from regzoo.training.config import plain
 from regzoo.training.errors import TrainingInputError
+from regzoo.training.sizes import size_arg, size_step_arg
 from regzoo.utils.names import did_you_mean
 from regzoo.utils.runtime import ArgumentParser, default_workers
 
-RECIPES = ('pycls', 'improved', 'finetune')
+RECIPES = ('pycls', 'improved', 'finetune', 'fast')
 # warmups of at most this many epochs are stepped per update unless --sched-on-updates says otherwise
 SHORT_WARMUP_EPOCHS = 2
 # from-scratch recipes whose per-process batch sets the BatchNorm statistics they were published with
@@ -89,6 +90,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--img-size', type=int, default=None,
                    help='train crop and eval size; ' + _WEIGHT_DEFAULT + '224 (a weight trains at its train size '
                         'and evaluates at its test size)')
+    g.add_argument('--train-sizes', nargs='+', type=size_step_arg, default=None, metavar='SIZE[@EPOCH]',
+                   help='progressive resizing: train crop sizes from low to high, in pixels or as fractions of '
+                        'the train size (e.g. 0.75 0.875 1.0). Without @EPOCH the epochs are split into equal '
+                        'consecutive parts, one per size, so the ramp stretches with --epochs / --time-budget; '
+                        'SIZE@EPOCH starts a size at that epoch. The batch and lr stay the same at every size '
+                        '(default: the train size throughout)')
+    g.add_argument('--test-img-size', type=size_arg, default=None, metavar='SIZE',
+                   help='eval size, in pixels or as a fraction of the last train size (e.g. 1.15: evaluating '
+                        'above the train size corrects the apparent object size of random-resized crops, '
+                        'FixRes); written to the run\'s config.json, so validate.py and predict use it '
+                        '(default: --img-size, else the starting weight\'s test size)')
     g.add_argument('--crop-pct', type=float, default=None,
                    help='eval: resize to size / crop_pct, center crop; ' + _WEIGHT_DEFAULT + '0.875')
     g.add_argument('--interpolation', choices=INTERPOLATIONS, default=None,
@@ -129,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--model-ema-warmup', action='store_true', help='ramp the EMA decay up over the first updates')
     g = p.add_argument_group('optimization')
     g.add_argument('--epochs', type=int, default=100, help='epochs to train')
+    g.add_argument('--time-budget', type=float, default=None, metavar='MINUTES',
+                   help='fit the epoch count to this wall-clock budget (training and validation) from the '
+                        'measured speed of a few updates at each train size, timed before the first epoch; the '
+                        'plan says what was measured and the count it gives (default: --epochs)')
     g.add_argument('-b', '--batch-size', type=int, default=128, help='images per process per step')
     g.add_argument('-vb', '--validation-batch-size', type=int, default=None, help='default: --batch-size')
     g.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per update')
@@ -248,6 +264,11 @@ def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: i
     for name in ('batch_size', 'grad_accum_steps', 'epochs'):
         if getattr(args, name) < 1:
             raise TrainingInputError(f'--{name.replace("_", "-")} must be >= 1, got {getattr(args, name)}')
+    if args.time_budget is not None:
+        if args.time_budget <= 0:
+            raise TrainingInputError(f'--time-budget must be > 0 minutes, got {args.time_budget:g}')
+        if 'epochs' in args.cli_keys and 'time_budget' in args.cli_keys:
+            raise TrainingInputError('--epochs and --time-budget both set the epoch count: give one of them')
     args.world_size = world_size
     args.global_batch_size = args.batch_size * world_size * args.grad_accum_steps
     cli = set(args.cli_keys)

@@ -13,7 +13,7 @@ from regzoo.eval.loop import count_topk
 from regzoo.training.components import LrSchedule
 from regzoo.training.config import RunConfig
 from regzoo.training.distributed import DistInfo, all_reduce_sum, any_process
-from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all
+from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all, train_transform
 from regzoo.utils.runtime import Progress, is_terminal
 from regzoo.utils.timing import Stopwatch
 
@@ -33,6 +33,7 @@ class TrainParts:
     ema: nn.Module | None     # timm ModelEmaV3
     loader: torch.utils.data.DataLoader
     sampler: GlobalBatchSampler     # or, for shards, a ShardEpochs (``regzoo.training.splits``)
+    train_data: object        # what holds the train ``transform`` (set per epoch: ``--train-sizes``)
     scaler: torch.amp.GradScaler | None
 
 
@@ -63,6 +64,8 @@ def train_one_epoch(parts: TrainParts, *, epoch: int, start_update: int = 0, glo
     accum = cfg.grad_accum_steps
     parts.train_model.train()
     sampler.set_epoch(epoch, start_update * accum)
+    # this epoch's train size; the loader's workers start below, with it (they are not persistent)
+    parts.train_data.transform = train_transform(cfg, cfg.epoch_sizes[epoch])
     batches = iter(parts.loader)
     updates = sampler.updates_per_epoch
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format

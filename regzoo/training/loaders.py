@@ -11,6 +11,7 @@ Exact resume and DDP == one process rest on two choices here:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from regzoo.data.transforms import DataConfig, create_transform, resolve_data_co
 from regzoo.training.args import TRAIN_DATA_DEFAULTS
 from regzoo.training.config import RunConfig
 from regzoo.training.errors import TrainingInputError, UnreadableImageError
+from regzoo.training.sizes import parse_size, size_steps
 
 if TYPE_CHECKING:  # torchvision loads when a split is read, not when train.py --help runs
     from torchvision.datasets import ImageFolder
@@ -83,14 +85,33 @@ def run_data_config(args: argparse.Namespace, start_cfg, in_chans: int) -> tuple
     return train.input_size[1:], evaluation
 
 
-def train_transform(cfg: RunConfig):
-    """timm's train transform at the run's train size, with its eval interpolation and normalization."""
+def sized_data_config(args, train_size: tuple[int, int], evaluation: DataConfig
+                      ) -> tuple[tuple[int, int], DataConfig]:
+    """(the last train size, the eval config) once ``--train-sizes`` / ``--test-img-size`` apply to the size
+    ``run_data_config`` resolved (what their fractions refer to)."""
+    steps = size_steps(args.train_sizes)
+    if not steps and args.test_img_size is None:
+        return train_size, evaluation
+    if train_size[0] != train_size[1]:
+        raise TrainingInputError(f'--train-sizes/--test-img-size need a square train size, got '
+                                 f'{train_size[0]}x{train_size[1]}')
+    if steps:  # the run's train size is the schedule's last (config.json's input_size)
+        train_size = (steps[-1].size(train_size[0]),) * 2
+    if args.test_img_size is not None:
+        test = parse_size(args.test_img_size).size(train_size[0])
+        evaluation = dataclasses.replace(evaluation, input_size=(evaluation.input_size[0], test, test))
+    return train_size, evaluation
+
+
+def train_transform(cfg: RunConfig, size: int | None = None):
+    """timm's train transform at ``size`` (an epoch's size of ``--train-sizes``; default: the run's train size),
+    with the run's eval interpolation and normalization."""
     from timm.data import create_transform as timm_create_transform
     from torchvision.transforms import Normalize
 
     data = cfg.data_config
     tf = timm_create_transform(
-        tuple(cfg.train_size), is_training=True, scale=tuple(cfg.scale), hflip=cfg.hflip,
+        (size, size) if size is not None else tuple(cfg.train_size), is_training=True, scale=tuple(cfg.scale), hflip=cfg.hflip,
         color_jitter=cfg.color_jitter or None, auto_augment=cfg.aa, interpolation=data['interpolation'],
         mean=tuple(data['mean']), std=tuple(data['std']), re_prob=cfg.reprob)
     if cfg.pca_lighting:

@@ -219,6 +219,9 @@ def _epochs(run: Run, position: Position, stop_requested, log) -> int:
             log(f'stop signal: saved {run.run_dir / (RUN_LAST + RUN_STATE_SUFFIX)} after epoch {epoch}')
             return 128 + int(stop_requested() or signal.SIGTERM)
     log(f'best top-1 {position.best[0]:.2f} at epoch {position.best[1]}')
+    if cfg.time_budget is not None:
+        log(f'trained {cfg.epochs - first_epoch} epoch(s) in {clock_text(time.monotonic() - run_watch)} of the '
+            f'{cfg.time_budget:g}-min budget' + (' (this resumed part)' if run.resumed else ''))
     return 0
 
 

@@ -33,9 +33,15 @@ from regzoo.training.config import RunConfig
 from regzoo.training.distributed import DistInfo, all_reduce_sum
 from regzoo.training.engine import TrainParts
 from regzoo.training.errors import TrainingInputError
+from regzoo.training import budget, sizes
+from regzoo.training.engine import autocast
 from regzoo.training.loaders import (
+    SeededTransformDataset,
+    mix_seed,
     run_data_config,
     seed_all,
+    sized_data_config,
+    train_transform,
     train_loader,
     train_sampler,
     unreadable_images,
@@ -111,8 +117,9 @@ def _starting_cfg(args, model, resumed: Resumed | None) -> tuple[object, str]:
     if resumed:
         saved = resumed.state['args']
         if saved.get('data_config') and saved.get('train_size'):
-            data = saved['data_config']
-            return {**data, 'input_size': (data['input_size'][0], *saved['train_size']),
+            # the size --img-size resolved to: what --train-sizes / --test-img-size fractions refer to
+            data, size = saved['data_config'], saved.get('size_base') or saved['train_size']
+            return {**data, 'input_size': (data['input_size'][0], *size),
                     'test_input_size': data['input_size']}, 'the resumed run'
         return None, "train.py's defaults"
     if args.pretrained or args.initial_checkpoint:
@@ -125,7 +132,7 @@ def _starting_cfg(args, model, resumed: Resumed | None) -> tuple[object, str]:
 
 
 def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source: str, run_dir: Path,
-          resumed: Resumed | None) -> tuple[str, ...]:
+          resumed: Resumed | None, budget_line: str | None) -> tuple[str, ...]:
     """What the run is about to do, printed before it starts."""
     data = cfg.data_config
     if resumed:
@@ -137,6 +144,7 @@ def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source:
     else:
         start = 'from random init'
     size = 'x'.join(map(str, data['input_size'][1:]))
+    crops = 'x'.join(map(str, cfg.train_size)) if cfg.train_sizes is None else sizes.describe(cfg.epoch_sizes)
     return (
         f'plan ({"recipe " + cfg.recipe if cfg.recipe else "no recipe"}):',
         f'  model     {cfg.model}, {model.num_classes} classes, {start}',
@@ -147,14 +155,14 @@ def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source:
         f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates, global batch '
         f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
         f'{cfg.weight_decay:g}',
-        f'  train     random-resized crops {"x".join(map(str, cfg.train_size))}, scale {tuple(cfg.scale)}, '
+        f'  train     random-resized crops {crops}, scale {tuple(cfg.scale)}, '
         f'hflip {cfg.hflip}' + (f', mixup {cfg.mixup} / cutmix {cfg.cutmix}' if cfg.mixup or cfg.cutmix else '')
         + (f', {cfg.aa}' if cfg.aa else ''),
         f'  eval      {size}, crop_pct {data["crop_pct"]:g} ({data["crop_mode"]}), {data["interpolation"]}, '
         f'mean {tuple(round(v, 4) for v in data["mean"])}, std {tuple(round(v, 4) for v in data["std"])}: '
         f'{eval_source}',
         f'  output    {run_dir}',
-    )
+    ) + ((budget_line,) if budget_line else ())
 
 
 def _readable_val(val_set, cfg: RunConfig, info: DistInfo) -> list[int]:
@@ -191,8 +199,10 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
     model = build_model(args, num_classes, resumed.weights_path if resumed else None)
     # the run's data config: flags > the starting weight's eval settings > train.py's defaults
     start_cfg, eval_source = _starting_cfg(args, model, resumed)
-    train_size, data_config = run_data_config(args, start_cfg, model.in_chans)
-    cfg = RunConfig.create(args, num_classes=num_classes, train_size=train_size, data_config=data_config.to_dict())
+    size_base, data_config = run_data_config(args, start_cfg, model.in_chans)
+    train_size, data_config = sized_data_config(args, size_base, data_config)
+    cfg = RunConfig.create(args, num_classes=num_classes, train_size=train_size, data_config=data_config.to_dict(),
+                           size_base=size_base, epoch_sizes=_epoch_sizes(args, size_base, args.epochs))
     run_dir = _run_dir(cfg, train_size)
     if info.is_primary:
         refuse_used_run_dir(run_dir, cfg, resumed)
@@ -209,6 +219,9 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
     if cfg.sync_bn:
         model = convert_sync_bn(model, info.device, info.distributed)
     model = model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    budget_line = None
+    if cfg.time_budget is not None and resumed is None:  # a resume keeps the epochs its run was fitted to
+        cfg, budget_line = _fit_to_budget(cfg, model, splits, sampler, evaluation, info)
     optimizer = create_optimizer(model, cfg)
     mixup = create_mixup(cfg)
     train_model = DistributedDataParallel(model, device_ids=[info.device.index] if info.device.type == 'cuda'
@@ -220,11 +233,68 @@ def set_up(args: argparse.Namespace, info: DistInfo, resumed: Resumed | None) ->
     parts = TrainParts(
         cfg, info, model, train_model, optimizer, create_scheduler(optimizer, cfg, sampler.updates_per_epoch),
         lr_schedule(cfg, sampler.updates_per_epoch), create_loss(cfg, mixup), mixup, create_ema(model, cfg),
-        loader, sampler,
+        loader, sampler, splits.train if splits.streams else loader.dataset,
         torch.amp.GradScaler(info.device.type) if cfg.amp and cfg.amp_dtype == 'float16'
         and info.device.type == 'cuda' else None)
-    plan = _plan(cfg, model, splits, parts, eval_source, run_dir, resumed)
+    plan = _plan(cfg, model, splits, parts, eval_source, run_dir, resumed, budget_line)
     return Run(cfg, info, parts, evaluation, run_dir, model_cfg, splits.classes, plan, resumed)
+
+
+def _epoch_sizes(args, size_base: tuple[int, int], epochs: int) -> tuple[int, ...]:
+    """Each epoch's train size (``--train-sizes``; the train size throughout without it)."""
+    try:
+        return sizes.epoch_sizes(sizes.size_steps(args.train_sizes), size_base[0], epochs) \
+            if args.train_sizes else (None,) * epochs
+    except (ValueError, argparse.ArgumentTypeError) as e:
+        raise TrainingInputError(str(e)) from None
+
+
+def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, info: DistInfo
+                   ) -> tuple[RunConfig, str]:
+    """The run config with the epoch count that fits ``--time-budget`` (``regzoo.training.budget``), and the
+    plan line saying what was measured. Every process measures; the times are averaged over processes so all
+    fit the same count."""
+    final = cfg.train_size[0]
+    steps = sizes.size_steps(cfg.train_sizes) or ()
+    schedule = sorted({step.size(cfg.size_base[0]) for step in steps} | {final})
+    images = (budget.MEASURED_UPDATES + 1) * cfg.grad_accum_steps * cfg.batch_size
+    if splits.streams:  # a stream cannot be sampled without starting an epoch: random images, compute only
+        source = 'random images (compute only: shards are not sampled before the first epoch)'
+
+        def batches_at(size):
+            g = torch.Generator().manual_seed(cfg.seed)
+            return [(torch.randn(cfg.batch_size, model.in_chans, size, size, generator=g),
+                     torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=g))
+                    for _ in range(images // cfg.batch_size)]
+    else:
+        source = f'{images // cfg.batch_size} batches of the train split per size'
+
+        def batches_at(size):
+            keys = [(i, mix_seed(cfg.seed, i)) for i in range(min(images, splits.num_train))]
+            dataset = SeededTransformDataset(splits.train, train_transform(cfg, size))
+            return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=keys,
+                                               num_workers=cfg.workers, drop_last=True)
+    val_images = len(splits.val) if hasattr(splits.val, '__len__') else 0
+    val_batch = cfg.validation_batch_size or cfg.batch_size
+    test = cfg.data_config['input_size']
+    times = budget.measure_step_times(
+        model, batches_at, schedule, accum=cfg.grad_accum_steps, device=info.device,
+        memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format,
+        autocast=lambda: autocast(cfg, info.device),
+        eval_batches=-(-val_images // (val_batch * info.world_size)) * (2 if cfg.model_ema else 1),
+        eval_batch=lambda: torch.randn(val_batch, *test), source=source)
+    if info.distributed:
+        keys = sorted(times.per_update)
+        mean = [v / info.world_size for v in all_reduce_sum(
+            [times.per_update[k] for k in keys] + [times.epoch_overhead, times.spent], info)]
+        times = budget.StepTimes(dict(zip(keys, mean[:-2])), mean[-2], mean[-1], times.source)
+
+    def sizes_for(epochs: int) -> tuple[int, ...]:  # SIZE@EPOCH sizes a shorter run does not reach are left out
+        return sizes.epoch_sizes(steps, cfg.size_base[0], epochs, strict=False) if steps else (final,) * epochs
+    epochs = budget.fit_epochs(cfg.time_budget * 60, sampler.updates_per_epoch, times, sizes_for)
+    predicted = budget.predicted_seconds(sizes_for(epochs), sampler.updates_per_epoch, times) + times.spent
+    fitted = RunConfig.create(cfg.values, epochs=epochs, epoch_sizes=_epoch_sizes(cfg, cfg.size_base, epochs))
+    return fitted, budget.describe(cfg.time_budget, epochs, times, predicted)
 
 
 def logger(info: DistInfo):

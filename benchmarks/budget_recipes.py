@@ -1,0 +1,213 @@
+"""Top-1 at a wall-clock budget: train.py --recipe fast vs the pycls-style flags vs timm's own train.py.
+
+Real photos: the CIFAR-10 sample of ../shared/data (10 classes, 1,000 train + 200 val per class). Two splits:
+- ``tune``: the train folder cut into 800 train / 200 held-out images per class; every recipe choice was
+  ablated here;
+- ``final``: all 1,000 train images per class against the 200 val ones, which no choice was tuned on.
+
+One training run per call, appended as a row to ``--results`` (CSV); ``--table`` prints the rows as markdown.
+The wall time is the whole process (start-up, training, every validation), measured here; time nothing while
+other work runs (two cores shared slow every run down unevenly).
+
+    python benchmarks/budget_recipes.py --split tune --config pycls --epochs 8 --seed 0
+    python benchmarks/budget_recipes.py --split final --config fast --time-budget 6 --seed 0
+    python benchmarks/budget_recipes.py --split final --config timm --epochs 8 --timm-train ~/pytorch-image-models/train.py
+    python benchmarks/budget_recipes.py --table
+
+timm's train.py is not in timm's wheel: pass a checkout's (``--timm-train``). Configs (``--config``), all
+RegNetX-200MF (regnetx_002) from scratch at 64 px (the 32 px photos upscaled), batch 128:
+- ``pycls``: ``--recipe pycls`` (the paper's flags) in its strongest short form: warmup 1 epoch stepped per
+  update instead of 5 per epoch;
+- ``timm``: timm's train.py with the same flags (timm has no PCA lighting and never decays norm/bias);
+- ``fast``: ``--recipe fast``; ``fast-...``: the ablation steps (``ABLATION``).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / 'shared' / 'data' / 'cifar10-12k.tar.gz'
+TUNE_TRAIN_PER_CLASS = 800
+COMMON = ['--model', 'regnetx_002', '--img-size', '64', '-b', '128']
+PYCLS = ['--recipe', 'pycls', *COMMON, '--warmup-epochs', '1', '--sched-on-updates']
+# timm's train.py with the pycls flags (lr 0.1 x 128/128; warmup from 0.1 x lr, stepped per update; resize
+# 64/0.875 then crop for eval; no label smoothing and no color jitter, which timm turns on by default)
+TIMM = ['--model', 'regnetx_002', '--img-size', '64', '-b', '128', '--opt', 'sgd', '--momentum', '0.9',
+        '--weight-decay', '5e-5', '--lr', '0.1', '--sched', 'cosine', '--sched-on-updates', '--warmup-epochs', '1',
+        '--warmup-lr', '0.01', '--warmup-prefix', '--min-lr', '0', '--cooldown-epochs', '0', '--crop-pct', '0.875',
+        '--interpolation', 'bilinear', '--train-interpolation', 'bilinear', '--smoothing', '0',
+        '--color-jitter', '0', '--scale', '0.08', '1.0', '--model-kwargs', 'zero_init_last=False']
+FAST = ['--recipe', 'fast', *COMMON]
+# the ablation, one change at a time from the pycls-style flags towards the fast recipe
+ABLATION = {
+    'abl-smoothing': [*PYCLS, '--smoothing', '0.1'],
+    'abl-nowd-norm': [*PYCLS, '--smoothing', '0.1', '--no-decay-norm-bias', '--zero-init-last',
+                      '--pca-lighting', '0'],
+    'abl-lr2': [*PYCLS, '--smoothing', '0.1', '--no-decay-norm-bias', '--zero-init-last', '--pca-lighting', '0',
+                '--lr-base', '0.2'],
+    'abl-scale': [*PYCLS, '--smoothing', '0.1', '--no-decay-norm-bias', '--zero-init-last', '--pca-lighting', '0',
+                  '--lr-base', '0.2', '--scale', '0.25', '1.0'],
+    'abl-bicubic': [*PYCLS, '--smoothing', '0.1', '--no-decay-norm-bias', '--zero-init-last', '--pca-lighting', '0',
+                    '--lr-base', '0.2', '--scale', '0.25', '1.0', '--interpolation', 'bicubic'],
+    'abl-sizes': [*PYCLS, '--smoothing', '0.1', '--no-decay-norm-bias', '--zero-init-last', '--pca-lighting', '0',
+                  '--lr-base', '0.2', '--scale', '0.25', '1.0', '--interpolation', 'bicubic',
+                  '--train-sizes', '0.75', '0.875', '1.0'],
+}
+CONFIGS = {'pycls': PYCLS, 'fast': FAST, **ABLATION}
+FIELDS = ('when', 'split', 'config', 'seed', 'epochs', 'time_budget', 'wall_s', 'top1', 'top5', 'eval_size', 'cpu',
+          'threads', 'extra', 'top1_by_eval_size')
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def prepare(data: Path, work: Path) -> dict[str, Path]:
+    """{'tune': folder, 'final': folder} with train/ and val/ ImageFolder trees (extracted once)."""
+    root = work / 'cifar'
+    if not (root / 'val').is_dir():
+        if not data.is_file():
+            raise SystemExit(f'budget_recipes.py: error: {data} not found; give --data')
+        with tarfile.open(data) as tar:
+            tar.extractall(work / 'cifar.partial', filter='data')
+        (work / 'cifar.partial').rename(root)
+    tune = work / 'tune'
+    if not (tune / 'val').is_dir():
+        for cls in sorted(p.name for p in (root / 'train').iterdir()):
+            images = sorted((root / 'train' / cls).iterdir())
+            for split, part in (('train', images[:TUNE_TRAIN_PER_CLASS]), ('val', images[TUNE_TRAIN_PER_CLASS:])):
+                (tune / split / cls).mkdir(parents=True, exist_ok=True)
+                for image in part:
+                    (tune / split / cls / image.name).symlink_to(image)
+    return {'tune': tune, 'final': root}
+
+
+def last_row(summary: Path) -> dict[str, str]:
+    with summary.open(newline='') as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f'budget_recipes.py: error: {summary} has no epochs')
+    return rows[-1]
+
+
+def run(args) -> dict:
+    folders = prepare(Path(args.data), Path(args.work))
+    data, out = folders[args.split], Path(args.work) / 'runs'
+    name = f'{args.split}-{args.config}-s{args.seed}-{args.epochs or "b" + str(args.time_budget)}'
+    length = ['--time-budget', str(args.time_budget)] if args.time_budget else ['--epochs', str(args.epochs)]
+    if args.config == 'timm':
+        if not args.timm_train:
+            raise SystemExit('budget_recipes.py: error: --config timm needs --timm-train PATH (timm\'s train.py)')
+        command = [sys.executable, args.timm_train, '--data-dir', str(data), '--val-split', 'val', '--num-classes',
+                   '10', '--device', 'cpu', '--workers', str(args.workers), '--seed', str(args.seed), '--output',
+                   str(out), '--experiment', name, '--log-interval', '1000', *TIMM, '--epochs', str(args.epochs)]
+    else:
+        command = [sys.executable, str(REPO / 'train.py'), '--data-dir', str(data), '--workers', str(args.workers),
+                   '--seed', str(args.seed), '--output', str(out), '--experiment', name, '--overwrite',
+                   '--log-interval', '1000', *CONFIGS[args.config], *length, *args.extra]
+    print('$', ' '.join(command), flush=True)
+    env = {**os.environ, 'PYTHONPATH': str(REPO)}
+    start = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    log = out / f'{name}.log'
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(done.stdout)
+    if done.returncode:
+        raise SystemExit(f'budget_recipes.py: error: the run failed (exit {done.returncode}); see {log}')
+    row = last_row(out / name / 'summary.csv')
+    top1 = row.get('top1') or row.get('eval_top1')
+    top5 = row.get('top5') or row.get('eval_top5')
+    epochs = int(row['epoch']) + 1
+    eval_size = ''
+    if args.config != 'timm':
+        import yaml
+        saved = yaml.safe_load((out / name / 'args.yaml').read_text())
+        eval_size = saved['data_config']['input_size'][-1]
+    by_size = ' '.join(f'{size}:{eval_top1(out / name, data / "val", size, args.workers):.2f}'
+                       for size in args.eval_sizes) if args.config != 'timm' else ''
+    return {'when': time.strftime('%Y-%m-%dT%H:%M:%S'), 'split': args.split, 'config': args.config,
+            'seed': args.seed, 'epochs': epochs, 'time_budget': args.time_budget or '', 'wall_s': f'{wall:.1f}',
+            'top1': f'{float(top1):.2f}', 'top5': f'{float(top5):.2f}', 'eval_size': eval_size, 'cpu': cpu_name(),
+            'threads': os.environ.get('OMP_NUM_THREADS', str(os.cpu_count())), 'extra': ' '.join(args.extra),
+            'top1_by_eval_size': by_size}
+
+
+def eval_top1(run_dir: Path, val: Path, size: int, workers: int) -> float:
+    """validate.py's top-1 of the run's last weights at eval size ``size`` (the run's crop and filter)."""
+    import json
+    results = run_dir / f'eval-{size}.json'
+    command = [sys.executable, str(REPO / 'validate.py'), '--data-dir', str(val), '--checkpoint',
+               str(run_dir / 'last.safetensors'), '--img-size', str(size), '--workers', str(workers),
+               '--results-file', str(results)]
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True, env={**os.environ, 'PYTHONPATH': str(REPO)})
+    rows = json.loads(results.read_text())
+    return float((rows[0] if isinstance(rows, list) else rows)['top1'])
+
+
+def table(results: Path) -> str:
+    with results.open(newline='') as f:
+        rows = list(csv.DictReader(f))
+    lines = ['| split | config | seed | epochs | budget (min) | wall (min) | top-1 | top-5 | eval px | extra | '
+             'top-1 at other eval sizes |', '|---|---|---|---|---|---|---|---|---|---|---|']
+    for r in rows:
+        lines.append(f"| {r['split']} | {r['config']} | {r['seed']} | {r['epochs']} | {r['time_budget']} | "
+                     f"{float(r['wall_s']) / 60:.2f} | {r['top1']} | {r['top5']} | {r['eval_size']} | {r['extra']} | "
+                     f"{r.get('top1_by_eval_size', '')} |")
+    cpus = sorted({r['cpu'] for r in rows})
+    return '\n'.join(lines) + f'\n\nCPU: {", ".join(cpus)}; {platform.python_version()}'
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
+    p.add_argument('--config', choices=(*CONFIGS, 'timm'))
+    p.add_argument('--split', choices=('tune', 'final'), default='tune')
+    p.add_argument('--epochs', type=int, default=None)
+    p.add_argument('--time-budget', type=float, default=None, help='minutes (regzoo configs: --time-budget)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--workers', type=int, default=2)
+    p.add_argument('--data', default=str(DEFAULT_DATA), help='the CIFAR-10 sample tar.gz')
+    p.add_argument('--work', default='/tmp/regzoo-budget', help='extracted data and the runs')
+    p.add_argument('--results', default=None, help='CSV the row is appended to (default: WORK/results.csv)')
+    p.add_argument('--timm-train', default=None, help="timm's train.py (from a pytorch-image-models checkout)")
+    p.add_argument('--eval-sizes', type=int, nargs='*', default=(),
+                   help="also evaluate the run's last weights at these sizes with validate.py (not timed)")
+    p.add_argument('--table', action='store_true', help='print the results CSV as a markdown table and exit')
+    p.add_argument('extra', nargs='*', help='more train.py flags after --, e.g. -- --smoothing 0.2')
+    args = p.parse_args(argv)
+    results = Path(args.results or Path(args.work) / 'results.csv')
+    if args.table:
+        print(table(results))
+        return 0
+    if not args.config or bool(args.epochs) == bool(args.time_budget):
+        p.error('give --config and one of --epochs / --time-budget')
+    if args.time_budget and args.config == 'timm':
+        p.error("timm's train.py has no time budget: give --epochs")
+    row = run(args)
+    new = not results.is_file()
+    results.parent.mkdir(parents=True, exist_ok=True)
+    with results.open('a', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print(', '.join(f'{k}={v}' for k, v in row.items()))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

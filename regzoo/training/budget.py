@@ -1,0 +1,112 @@
+"""``--time-budget``: the epoch count fitted to a wall-clock budget from the measured speed of the first steps.
+
+Before the first epoch a few updates are timed at every train size of the schedule (on a copy of the model, so
+the run itself starts untouched), with the run's own data pipeline where it can be sampled (an image folder or
+an HF split; shards are timed on random images: compute only), plus the per-epoch cost of starting the loader
+and validating. ``fit_epochs`` (pure) then picks the largest epoch count whose predicted time fits.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+MEASURED_UPDATES = 3    # timed updates per train size, after one untimed (loader start, allocator warm-up)
+MAX_EPOCHS = 10_000
+
+
+@dataclass(frozen=True)
+class StepTimes:
+    """What the measurement found (seconds)."""
+    per_update: Mapping[int, float]   # one update (all micro-batches) at each train size
+    epoch_overhead: float             # per epoch: starting the train loader, validating
+    spent: float                      # the measurement itself (taken from the budget)
+    source: str                       # what was timed, for the plan line
+
+
+def predicted_seconds(sizes: tuple[int, ...], updates_per_epoch: int, times: StepTimes) -> float:
+    """The predicted time of epochs at ``sizes`` (one size per epoch)."""
+    return sum(updates_per_epoch * times.per_update[s] + times.epoch_overhead for s in sizes)
+
+
+def fit_epochs(budget_seconds: float, updates_per_epoch: int, times: StepTimes,
+               sizes_for: Callable[[int], tuple[int, ...]], max_epochs: int = MAX_EPOCHS) -> int:
+    """The most epochs (at least 1) whose predicted time fits in ``budget_seconds`` less the measuring time;
+    ``sizes_for(epochs)`` gives each epoch's train size for a run of that length (a ramp stretches with it)."""
+    available = budget_seconds - times.spent
+    epochs = 1
+    while epochs < max_epochs and predicted_seconds(sizes_for(epochs + 1), updates_per_epoch, times) <= available:
+        epochs += 1
+    return epochs
+
+
+def describe(budget_minutes: float, epochs: int, times: StepTimes, predicted: float) -> str:
+    """The plan's budget line."""
+    steps = ', '.join(f'{size}px {seconds:.3g} s' for size, seconds in sorted(times.per_update.items()))
+    return (f'  budget    {budget_minutes:g} min: {epochs} epoch(s) fitted from {times.source} ({steps} per '
+            f'update; {times.epoch_overhead:.3g} s per epoch to start the loader and validate; measuring took '
+            f'{times.spent:.3g} s); predicted {predicted / 60:.3g} min')
+
+
+def _timed_updates(model: nn.Module, batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor], None],
+                   sync: Callable[[], None]) -> tuple[float, float]:
+    """(seconds to the first batch, seconds per update over the timed ones) of ``batches``."""
+    start = time.perf_counter()
+    iterator = iter(batches)
+    x, y = next(iterator)
+    first = time.perf_counter() - start
+    step(x, y)  # untimed: the allocator and kernels warm up at this size
+    timed = []
+    for x, y in iterator:
+        sync()
+        t0 = time.perf_counter()
+        step(x, y)
+        sync()
+        timed.append(time.perf_counter() - t0)
+    return first, (sum(timed) / len(timed) if timed else float('nan'))
+
+
+def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
+                       sizes: Iterable[int], *, accum: int, device: torch.device, memory_format,
+                       autocast: Callable[[], object], eval_batches: int, eval_batch: Callable[[], torch.Tensor],
+                       source: str) -> StepTimes:
+    """Time updates of a copy of ``model`` at each size (``batches_at(size)``: MEASURED_UPDATES + 1 micro-batches
+    x ``accum``), and ``eval_batches`` eval forwards of ``eval_batch()``."""
+    began = time.perf_counter()
+    trial = copy.deepcopy(model).train()
+    optimizer = torch.optim.SGD(trial.parameters(), lr=1e-9, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    micro = {'n': 0}
+
+    def step(x, y):
+        x = x.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with autocast():
+            loss = loss_fn(trial(x), y.to(device))
+        loss.backward()
+        micro['n'] += 1
+        if micro['n'] % accum == 0:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    per_update, loader_start = {}, 0.0
+    for size in sorted(set(sizes)):
+        first, seconds = _timed_updates(trial, batches_at(size), step, sync)
+        per_update[size] = seconds * accum
+        loader_start = max(loader_start, first)
+    overhead = 2 * loader_start  # each epoch starts the train loader and the val loader
+    trial.eval()
+    with torch.inference_mode(), autocast():
+        batch = eval_batch().to(device).contiguous(memory_format=memory_format)
+        trial(batch)  # untimed warm-up
+        sync()
+        t0 = time.perf_counter()
+        trial(batch)
+        sync()
+        overhead += (time.perf_counter() - t0) * eval_batches
+    del trial, optimizer
+    return StepTimes(per_update, overhead, time.perf_counter() - began, source)
