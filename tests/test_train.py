@@ -231,11 +231,13 @@ def test_torchrun_two_processes_equal_one_process_with_accumulation(data_dir, tm
     given that the sampler hands process r the same micro-batch that accumulation step r gets.
     (--sync-bn would equal the 16-image run instead, but SyncBatchNorm has no CPU kernel.)
     """
+    # --train-sizes: every process trains the epoch at its size (issue 24), 24 px here
     common = ['--data-dir', str(data_dir), *TINY, '--epochs', '1', '-b', '8', '--lr-base', '0.8',
-              '--lr-base-size', '16', '--aa', 'rand-m9-mstd0.5', '--output', str(tmp_path)]
+              '--lr-base-size', '16', '--aa', 'rand-m9-mstd0.5', '--train-sizes', '0.75', '--output', str(tmp_path)]
     ddp = run_train([*common, '--experiment', 'ddp'], torchrun=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert '2 process(es) x batch 8 x 1 accumulation = global batch 16; lr 0.8' in ddp.stdout
+    assert 'random-resized crops 24 (epoch 0)' in ddp.stdout
     accum = run_train([*common, '--experiment', 'accum', '--grad-accum-steps', '2'])
     assert accum.returncode == 0, accum.stderr[-3000:]
     big = run_train([*common, '--experiment', 'big', '-b', '16'])

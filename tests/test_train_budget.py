@@ -124,7 +124,7 @@ def test_each_epoch_trains_at_its_size_and_evaluates_above_it(data_dir, tmp_path
 
 def test_a_resume_mid_schedule_reproduces_the_uninterrupted_run(data_dir, tmp_path, monkeypatch):
     common = ['--data-dir', str(data_dir), *TINY, '--epochs', '3', '--train-sizes', '24', '28', '32',
-              '--output', str(tmp_path)]
+              '--channels-last', '--output', str(tmp_path)]
     assert main([*common, '--experiment', 'whole']) == 0
     seen = _spy_on_train_inputs(monkeypatch, stop_after=6)  # epoch 1 (28 px), update 2 of 4
     assert main([*common, '--experiment', 'killed']) == 128 + signal.SIGTERM
