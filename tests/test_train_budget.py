@@ -147,7 +147,7 @@ def test_time_budget_fits_the_epochs_and_says_so(data_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith('  budget    0.25 min: '))
     epochs = int(line.split(': ')[1].split(' epoch')[0])
-    assert 'fitted from 4 batches of the train split per size (24px ' in line and '32px ' in line
+    assert 'fitted from 5 updates on the train split per size (24px ' in line and '32px ' in line
     saved = yaml.safe_load((tmp_path / 'run' / 'args.yaml').read_text())
     assert saved['epochs'] == epochs and len(saved['epoch_sizes']) == epochs
     assert saved['epoch_sizes'][-1] == 32 and saved['time_budget'] == 0.25

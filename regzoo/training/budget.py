@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-MEASURED_UPDATES = 3    # timed updates per train size, after one untimed (loader start, allocator warm-up)
+MEASURED_UPDATES = 5    # timed updates per train size, after one untimed (loader start, allocator warm-up)
 MAX_EPOCHS = 10_000
 
 
@@ -52,30 +52,37 @@ def describe(budget_minutes: float, epochs: int, times: StepTimes, predicted: fl
             f'{times.spent:.3g} s); predicted {predicted / 60:.3g} min')
 
 
-def _timed_updates(model: nn.Module, batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor], None],
+def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor], None], micro_batches: int,
                    sync: Callable[[], None]) -> tuple[float, float]:
-    """(seconds to the first batch, seconds per update over the timed ones) of ``batches``."""
+    """(seconds to the first batch, seconds per micro-batch over ``micro_batches`` timed ones) of ``batches``.
+
+    Each timed micro-batch counts its fetch too, and ``batches`` holds more than are timed, so the loader's
+    workers are still loading (taking their share of the CPU, as in an epoch) while the last ones train: with
+    the whole loader prefetched, only the compute would be timed (on two cores a third too fast).
+    """
     start = time.perf_counter()
     iterator = iter(batches)
     x, y = next(iterator)
     first = time.perf_counter() - start
     step(x, y)  # untimed: the allocator and kernels warm up at this size
-    timed = []
+    sync()
+    t0 = time.perf_counter()
+    done = 0
     for x, y in iterator:
-        sync()
-        t0 = time.perf_counter()
         step(x, y)
-        sync()
-        timed.append(time.perf_counter() - t0)
-    return first, (sum(timed) / len(timed) if timed else float('nan'))
+        done += 1
+        if done == micro_batches:
+            break
+    sync()
+    return first, ((time.perf_counter() - t0) / done if done else float('nan'))
 
 
 def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
                        sizes: Iterable[int], *, accum: int, device: torch.device, memory_format,
                        autocast: Callable[[], object], eval_batches: int, eval_batch: Callable[[], torch.Tensor],
                        source: str) -> StepTimes:
-    """Time updates of a copy of ``model`` at each size (``batches_at(size)``: MEASURED_UPDATES + 1 micro-batches
-    x ``accum``), and ``eval_batches`` eval forwards of ``eval_batch()``."""
+    """Time updates of a copy of ``model`` at each size (``batches_at(size)``: 1 + MEASURED_UPDATES x ``accum``
+    micro-batches are used, more may be given), and ``eval_batches`` eval forwards of ``eval_batch()``."""
     began = time.perf_counter()
     trial = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(trial.parameters(), lr=1e-9, momentum=0.9)
@@ -95,7 +102,7 @@ def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
 
     per_update, loader_start = {}, 0.0
     for size in sorted(set(sizes)):
-        first, seconds = _timed_updates(trial, batches_at(size), step, sync)
+        first, seconds = _timed_updates(batches_at(size), step, MEASURED_UPDATES * accum, sync)
         per_update[size] = seconds * accum
         loader_start = max(loader_start, first)
     overhead = 2 * loader_start  # each epoch starts the train loader and the val loader

@@ -257,7 +257,9 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
     final = cfg.train_size[0]
     steps = sizes.size_steps(cfg.train_sizes) or ()
     schedule = sorted({step.size(cfg.size_base[0]) for step in steps} | {final})
-    images = (budget.MEASURED_UPDATES + 1) * cfg.grad_accum_steps * cfg.batch_size
+    # the batches timed, plus what the workers prefetch: they keep loading while the timed ones train
+    batches = (budget.MEASURED_UPDATES + 1) * cfg.grad_accum_steps + 2 * cfg.workers
+    images = batches * cfg.batch_size
     if splits.streams:  # a stream cannot be sampled without starting an epoch: random images, compute only
         source = 'random images (compute only: shards are not sampled before the first epoch)'
 
@@ -267,7 +269,7 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
                      torch.randint(0, cfg.num_classes, (cfg.batch_size,), generator=g))
                     for _ in range(images // cfg.batch_size)]
     else:
-        source = f'{images // cfg.batch_size} batches of the train split per size'
+        source = f'{budget.MEASURED_UPDATES} updates on the train split per size'
 
         def batches_at(size):
             keys = [(i, mix_seed(cfg.seed, i)) for i in range(min(images, splits.num_train))]
