@@ -59,16 +59,6 @@ FIELDS = ('when', 'split', 'config', 'seed', 'epochs', 'time_budget', 'wall_s', 
           'threads', 'extra', 'top1_by_eval_size')
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def prepare(data: Path, work: Path) -> dict[str, Path]:
     """{'tune': folder, 'final': folder} with train/ and val/ ImageFolder trees (extracted once)."""
     root = work / 'cifar'
@@ -87,6 +77,13 @@ def prepare(data: Path, work: Path) -> dict[str, Path]:
                 for image in part:
                     (tune / split / cls / image.name).symlink_to(image)
     return {'tune': tune, 'final': root}
+
+
+def cpu() -> str:
+    """The CPU and its ISA flags, as regzoo's benchmarks print them (``regzoo.utils.machine``)."""
+    from regzoo.utils.machine import cpu_flags, cpu_name
+
+    return f'{cpu_name()} ({" ".join(cpu_flags()[0]) or "no listed ISA flags"})'
 
 
 def last_row(summary: Path) -> dict[str, str]:
@@ -137,7 +134,7 @@ def run(args) -> dict:
                        for size in args.eval_sizes) if args.config != 'timm' else ''
     return {'when': time.strftime('%Y-%m-%dT%H:%M:%S'), 'split': args.split, 'config': args.config,
             'seed': args.seed, 'epochs': epochs, 'time_budget': args.time_budget or '', 'wall_s': f'{wall:.1f}',
-            'top1': f'{float(top1):.2f}', 'top5': f'{float(top5):.2f}', 'eval_size': eval_size, 'cpu': cpu_name(),
+            'top1': f'{float(top1):.2f}', 'top5': f'{float(top5):.2f}', 'eval_size': eval_size, 'cpu': cpu(),
             'threads': os.environ.get('OMP_NUM_THREADS', str(os.cpu_count())), 'extra': ' '.join(args.extra),
             'top1_by_eval_size': by_size}
 

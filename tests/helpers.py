@@ -9,7 +9,10 @@ benchmark gives every variant.
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +24,7 @@ from regzoo.data.synthetic import write_image_folder
 from regzoo.models.layers import randomize_bn
 
 __all__ = ['HUGE_ARCHS', 'arch_params', 'cache_timm_weights', 'class_folders', 'learnable_splits', 'max_rel_diff',
-           'populate_hub_cache', 'randomize_bn', 'refuse_network']
+           'populate_hub_cache', 'randomize_bn', 'refuse_network', 'train_stopped_by_sigterm']
 
 # SEER sizes: 0.6-1.3 B parameters; building them costs many GB and seconds, so their heavy checks are opt-in
 HUGE_ARCHS = ('regnety_1280', 'regnety_2560')
@@ -108,3 +111,18 @@ def offline_caches(root: Path, monkeypatch) -> Path:
     monkeypatch.setenv('TORCH_HOME', str(root / 'torch'))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     return root / 'hf' / 'hub'
+
+
+def train_stopped_by_sigterm(argv: Sequence[str], at_line: str, env: Mapping[str, str]) -> str:
+    """Run ``train.py argv`` (unbuffered ``env``), send it SIGTERM once a stdout line starts with ``at_line``;
+    check it saved and exited with 128 + SIGTERM, and return its stdout after that line."""
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, str(repo / 'train.py'), *argv], cwd=repo, env=dict(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in proc.stdout:
+        if line.startswith(at_line):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    return rest

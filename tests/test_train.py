@@ -9,7 +9,6 @@ import copy
 import csv
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import learnable_splits
+from helpers import learnable_splits, train_stopped_by_sigterm
 from safetensors.torch import load_file, save_file
 
 import regzoo
@@ -178,14 +177,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(data_dir, tmp_path):
     assert whole.returncode == 0, whole.stderr[-3000:]
 
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONUNBUFFERED': '1'}
-    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), *common, '--experiment', 'killed'], cwd=REPO,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:
-        if line.startswith('train epoch 0 update 2/'):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stdout.read()
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    rest = train_stopped_by_sigterm([*common, '--experiment', 'killed'], 'train epoch 0 update 2/', env)
     assert 'stop signal: saved' in rest
     resumed = run_train(['--resume', str(tmp_path / 'killed' / 'last.state.pt')])
     assert resumed.returncode == 0, resumed.stderr[-3000:]

@@ -7,14 +7,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import learnable_splits
+from helpers import learnable_splits, train_stopped_by_sigterm
 
 from regzoo.cli.validate import main as validate_main
 from regzoo.data.datasets import scan_image_folder
@@ -135,14 +134,7 @@ def test_a_sharded_run_resumes_at_an_epoch_boundary(data, tmp_path):
     whole = subprocess.run([sys.executable, str(REPO / 'train.py'), *common, '--experiment', 'whole'], cwd=REPO,
                            env=ENV, capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    proc = subprocess.Popen([sys.executable, str(REPO / 'train.py'), *common, '--experiment', 'killed'], cwd=REPO,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in proc.stdout:
-        if line.startswith('train epoch 1 update 2/'):
-            proc.send_signal(signal.SIGTERM)
-            break
-    rest = proc.stdout.read()
-    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, rest
+    train_stopped_by_sigterm([*common, '--experiment', 'killed'], 'train epoch 1 update 2/', ENV)
     resumed = subprocess.run([sys.executable, str(REPO / 'train.py'), '--resume', str(tmp_path / 'killed')],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

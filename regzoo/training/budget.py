@@ -115,5 +115,4 @@ def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
         trial(batch)
         sync()
         overhead += (time.perf_counter() - t0) * eval_batches
-    del trial, optimizer
     return StepTimes(per_update, overhead, time.perf_counter() - began, source)
