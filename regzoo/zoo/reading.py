@@ -1,10 +1,12 @@
 """Reading weights files and verifying their bytes: the one reader of safetensors files, shards and torch files.
 
 Nothing here unpickles arbitrary objects: safetensors files are read with safetensors, torch files with
-``torch.load(weights_only=True)``. The bytes are verified while other work proceeds: the CRC-32 of every zip
-record of a torch file (torch does not check them) and the integrity digests of the safetensors files regzoo
-writes (``regzoo.utils.checksum``: xxh3-128, or sha256 in older files) run in a background thread, and the
-caller waits for them (the function each reader returns) before the weights are used. Each file is opened once.
+``torch.load(weights_only=True)``. The bytes are verified before the weights are used: the CRC-32 of every zip
+record of a torch file (torch does not check them) runs in a background thread while the file is unpickled;
+the integrity digests of the safetensors files regzoo writes (``regzoo.utils.checksum``: xxh3-128, or sha256
+in older files) are checked as the file is read (see ``read_safetensors`` for why not in the background). The
+caller gets a function that raises what the check found (``Wait``) and calls it before the weights are used.
+Each file is opened once.
 
 Used by ``regzoo.zoo.loading`` (a weights file), by it for each shard of a sharded checkpoint, and by
 ``regzoo.training.checkpoint`` (a run's weights when resuming). Errors are ``CheckpointError`` naming the file.
@@ -50,6 +52,19 @@ def in_background(check: Callable[[], None]) -> Wait:
     return wait
 
 
+def checked_now(check: Callable[[], None]) -> Wait:
+    """Run ``check`` now; the function returned raises what it raised (the same contract as ``in_background``)."""
+    try:
+        check()
+    except BaseException as e:  # noqa: BLE001 - handed to the caller of wait()
+        found = e  # `e` is unbound when the except block ends
+
+        def failed() -> None:
+            raise found
+        return failed
+    return lambda: None
+
+
 def read_safetensors(path: Path, copy: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, str], Wait]:
     """A safetensors file's tensors, its metadata, and the wait for the check of its digests (running meanwhile).
 
@@ -59,6 +74,11 @@ def read_safetensors(path: Path, copy: bool = False) -> tuple[dict[str, torch.Te
     tensors from the file and every page read stays resident while the file is mapped, so this holds the
     tensors plus one instead of twice the file (shards of a 10B model). The copies own their memory (and
     torch's 64-byte alignment).
+
+    The digests are checked here, not in a background thread: hashing touches every mapped page first, so the
+    copy into the parameters that follows faults none, and in the background the check's per-tensor Python
+    contended with the model build for the GIL and the cores (measured on 2 cores, regnety_064: +27 % of
+    ``create_model(checkpoint_path=)`` in the background, about half that here; benchmarks/verify_overhead.py).
     """
     from safetensors import safe_open
     try:
@@ -78,7 +98,7 @@ def read_safetensors(path: Path, copy: bool = False) -> tuple[dict[str, torch.Te
             raise corrupt(path, f'the tensor data of group {few(failed)} no longer matches the {digest.name} '
                                 f'digest ({digest.key}) stored in its metadata when regzoo wrote it',
                           is_download(path))
-    return tensors, metadata, in_background(check)
+    return tensors, metadata, checked_now(check)
 
 
 def _check_zip(path: Path) -> None:
