@@ -14,8 +14,9 @@ Rows, per model and batch size, all on the same random weights (BN statistics ra
   (the same thread count as every other row).
 
 Timing: freed memory retained (``regzoo.utils.machine.retain_freed_memory``, the regime a deployment runs in),
-``--threads`` threads, interleaved rounds with the order rotating, each timed call after an untimed one of the same
-row (``regzoo.deploy.engines_choice.median_ms``: another engine's thread pool may still be spinning), medians. Every row's
+``--threads`` threads, interleaved rounds with the order rotating, each timed call after 0.1 s of untimed calls of
+the same row (``regzoo.deploy.engines_choice.median_ms``: another engine's thread pool may still be spinning; on 2
+cores that made ONNX Runtime 3x slower at batch 1), medians. Every row's
 logits are checked against timm's (max |d| / max |logit| <= 1e-3).
 
     python benchmarks/engines.py                       # regnetx_002, regnety_032 at 224 px, batch 32 and 1

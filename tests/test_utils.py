@@ -57,3 +57,25 @@ def test_timed_interleaved_rotates_its_rounds_after_warmup():
     assert order == ['a', 'b'] + ['a', 'b'] + ['b', 'a'] + ['a', 'b']
     assert {k: len(v) for k, v in times.items()} == {'a': 3, 'b': 3}
     assert len(syncs) == 2 * 6  # before and after each of the six timed calls
+
+
+def test_timed_interleaved_settles_each_candidate_before_its_timed_call():
+    # settle: untimed calls of the same candidate run right before each timed one, for at least `settle` seconds
+    # (another engine's spinning thread pool must not be billed to this one); the timed call is the next one
+    events = []
+
+    def call(k):
+        events.append((k, time.perf_counter()))
+        time.sleep(0.004)
+    times = timed_interleaved({k: (lambda k=k: call(k)) for k in 'abc'}, repeats=2, warmup=0, settle=0.02)
+    assert {k: len(v) for k, v in times.items()} == {'a': 2, 'b': 2, 'c': 2}
+    runs = []  # consecutive calls of one candidate: each turn is settling calls then the timed one
+    for k, t in events:
+        if runs and runs[-1][0] == k:
+            runs[-1][1].append(t)
+        else:
+            runs.append((k, [t]))
+    assert [k for k, _ in runs] == ['a', 'b', 'c', 'b', 'c', 'a']
+    for _, stamps in runs:
+        assert len(stamps) >= 3 and stamps[-1] - stamps[0] >= 0.02  # >= 0.02 s of settling, then the timed call
+    assert all(t >= 0.004 for v in times.values() for t in v)

@@ -26,7 +26,7 @@ from regzoo.eval.loop import top1_agreement
 from regzoo.models.layers import randomize_bn
 from regzoo.utils.machine import Machine
 from regzoo.utils.profiling import peak_memory_mb
-from regzoo.utils.timing import paired_ratio, spread_pct, timed_interleaved
+from regzoo.utils.timing import SETTLE, paired_ratio, spread_pct, timed_interleaved
 from regzoo.zoo.builder import create_model
 
 ROW_COLUMNS = ('model', 'mode', 'variant', 'dtype', 'memory_format', 'batch_size', 'img_size', 'img_per_s',
@@ -265,11 +265,13 @@ def bench_model(name: str, variants: list[str], settings: BenchSettings, fp32_pe
                 for k, m in models.items()}
 
     steps = steps_for(x)
-    times = timed_interleaved(steps, s.repeats, s.warmup, min_seconds=s.min_seconds)
+    # rows on other engines own thread pools that spin after a call: settle before each timed one (SETTLE)
+    settle = SETTLE if any(VARIANTS[k].engine != 'torch' for k in models) else 0.0
+    times = timed_interleaved(steps, s.repeats, s.warmup, min_seconds=s.min_seconds, settle=settle)
     latency = {}
     if not s.train and s.latency_repeats:
-        latency = {k: statistics.median(v) * 1e3
-                   for k, v in timed_interleaved(steps_for(x[:1].clone()), s.latency_repeats, s.warmup).items()}
+        latency = {k: statistics.median(v) * 1e3 for k, v in timed_interleaved(
+            steps_for(x[:1].clone()), s.latency_repeats, s.warmup, settle=settle).items()}
     agree = {}
     lossy = [k for k in models if VARIANTS[k].dtype != 'float32']
     if lossy and not s.train:

@@ -16,7 +16,7 @@ import torch.nn as nn
 from regzoo.deploy.inference import tuning_key
 from regzoo.utils.extras import require
 from regzoo.utils.files import atomic_write
-from regzoo.utils.timing import timed
+from regzoo.utils.timing import SETTLE, timed_interleaved
 
 ENGINES = ('torch', 'onnxruntime', 'openvino')  # also the tie-break order of choose_engine
 ENGINE_CHOICES = (*ENGINES, 'auto')  # what engine= (and the command lines' --engine) accepts
@@ -85,16 +85,14 @@ def choose_engine(ms: Mapping[str, float], skipped: Mapping[str, str] | None = N
 def median_ms(candidates: Mapping[str, Callable], x: torch.Tensor, repeats: int = AUTO_REPEATS) -> dict[str, float]:
     """Median ms per call of each candidate on ``x``, in interleaved rounds (the order rotating every round).
 
-    Each timed call follows an untimed one of the same candidate: every engine has its own thread pool (OpenMP for
-    torch, ONNX Runtime's, OpenVINO's TBB), whose workers spin for a while after a call before they sleep; on a few
-    cores the call right after another engine's would pay for that spinning, which is not the engine's own cost.
+    Each timed call follows 0.1 s of untimed calls of the same candidate (``timed_interleaved``'s ``settle``):
+    every engine has its own thread pool (OpenMP for torch, ONNX Runtime's, OpenVINO's TBB), whose workers spin
+    for a while after a call; on a few cores the call right after another engine's pays for that spinning,
+    which is not the engine's own cost (measured: 3x at batch 1).
     """
-    keys = list(candidates)
-    times: dict[str, list[float]] = {k: [] for k in keys}
     with torch.no_grad():
-        for r in range(repeats):
-            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-                times[k] += timed(functools.partial(candidates[k], x), 1, warmup=1)
+        times = timed_interleaved({k: functools.partial(f, x) for k, f in candidates.items()}, repeats, warmup=1,
+                                  settle=SETTLE)
     return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 

@@ -16,6 +16,7 @@ import torch
 
 Sync = Callable[[], object] | None
 MAX_ROUNDS = 200  # timed_interleaved's cap on the rounds min_seconds adds
+SETTLE = 0.1  # timed_interleaved's settle between candidates that own thread pools (engines)
 
 
 class Stopwatch:
@@ -56,7 +57,7 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1, sync: Sync = 
 
 def timed_interleaved(
         fns: Mapping[str, Callable[[], object]], repeats: int, warmup: int = 1, sync: Sync = None, *,
-        min_seconds: float = 0.0, max_rounds: int = MAX_ROUNDS,
+        min_seconds: float = 0.0, max_rounds: int = MAX_ROUNDS, settle: float = 0.0,
 ) -> dict[str, list[float]]:
     """Seconds of each call of several ``fns``, one call of each per round, after ``warmup`` calls of each.
 
@@ -64,6 +65,11 @@ def timed_interleaved(
     for the time rule). The order rotates every round, so no candidate always runs right after the same
     other one. Interleaving makes load from other processes, thermal throttling and frequency changes hit
     every candidate alike, so their medians (and ``paired_ratio``) compare even on a busy machine.
+
+    ``settle``: before each timed call, untimed calls of the same fn until that many seconds have passed. For
+    candidates with thread pools of their own (torch's OpenMP, ONNX Runtime's, OpenVINO's TBB): their workers
+    spin after a call, and on 2 cores regnetx_002 at batch 1 measured 15-25 ms a call in ONNX Runtime right
+    after another engine against 5-7 ms in a run of its own; 0.1 s of settling brought it back (``SETTLE``).
     """
     for fn in fns.values():
         timed(fn, 0, warmup, sync)
@@ -73,9 +79,19 @@ def timed_interleaved(
     while r < repeats or (r < max_rounds and time.perf_counter() - start < min_seconds):
         shift = r % len(keys) if keys else 0
         for k in keys[shift:] + keys[:shift]:
+            if settle:
+                _settle(fns[k], settle, sync)
             times[k] += timed(fns[k], 1, 0, sync)
         r += 1
     return times
+
+
+def _settle(fn: Callable[[], object], seconds: float, sync: Sync) -> None:
+    """Untimed calls of ``fn`` (at least one) until ``seconds`` have passed."""
+    with Stopwatch(sync) as watch:
+        fn()
+        while watch.elapsed() < seconds:
+            fn()
 
 
 def paired_ratio(reference: list[float], times: list[float]) -> float:
