@@ -44,17 +44,22 @@ def conv_kind(weight_shape: list[int], in_channels: int) -> str:
     return f'conv {kh}x{kw} {"grouped" if grouped else "dense"}'
 
 
+def wall_ms(fn, x: torch.Tensor, iters: int) -> float:
+    """Mean ms per call of ``fn(x)`` over ``iters`` calls after 5 warm-up calls (not profiled)."""
+    for _ in range(5):
+        fn(x)
+    start = time.perf_counter()
+    for _ in range(iters):
+        fn(x)
+    return (time.perf_counter() - start) / iters * 1e3
+
+
 def torch_profile(model, x: torch.Tensor, iters: int) -> tuple[float, dict[str, float]]:
     """Wall ms per pass and kernel ms per pass by kind, of regzoo's torch engine."""
     from torch.profiler import ProfilerActivity, profile
     fast = regzoo.optimize_for_inference(model, engine='torch', example_input=x)
     with torch.no_grad():
-        for _ in range(5):
-            fast(x)
-        start = time.perf_counter()
-        for _ in range(iters):
-            fast(x)
-        wall = (time.perf_counter() - start) / iters * 1e3
+        wall = wall_ms(fast, x, iters)
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             start = time.perf_counter()
             for _ in range(iters):
@@ -84,12 +89,7 @@ def ort_profile(model, x: torch.Tensor, iters: int, folder: Path) -> tuple[float
     path = folder / 'model.onnx'
     write_onnx(model, path, x[:2] if len(x) > 1 else torch.cat([x, x]))
     runner = OnnxRuntimeRunner(path, torch.get_num_threads())
-    for _ in range(5):
-        runner(x)
-    start = time.perf_counter()
-    for _ in range(iters):
-        runner(x)
-    wall = (time.perf_counter() - start) / iters * 1e3
+    wall = wall_ms(runner, x, iters)
     options = ort.SessionOptions()  # the runner's options, plus profiling
     for key in ('graph_optimization_level', 'execution_mode', 'intra_op_num_threads', 'inter_op_num_threads'):
         setattr(options, key, getattr(runner.session.get_session_options(), key))
