@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -31,13 +31,7 @@ from regzoo.training.config import RunConfig  # noqa: E402
 from regzoo.training.distributed import DistInfo  # noqa: E402
 from regzoo.training.loaders import train_loader, train_sampler, train_transform  # noqa: E402
 from regzoo.training.splits import load_splits, stream_loader  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or 'unknown CPU'
+from regzoo.utils.machine import cpu_name  # noqa: E402
 
 
 def write_copies(root: Path) -> None:
@@ -118,11 +112,13 @@ def main() -> None:
     p.add_argument('--batch-size', type=int, default=64)
     p.add_argument('--workers', type=int, default=4)
     p.add_argument('--batches', type=int, default=20, help='timed batches per loader')
+    p.add_argument('--rounds', type=int, default=3, help='timed rounds per loader, order rotating (medians)')
     p.add_argument('--aa', default=None, help='timm auto-augment spec (default: none)')
     p.add_argument('--quick', action='store_true', help='a few small images: checks that it runs')
     args = p.parse_args()
     if args.quick:
         args.images, args.src_size, args.img_size, args.batch_size, args.workers, args.batches = 64, 64, 32, 8, 1, 3
+        args.rounds = 1
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -132,15 +128,20 @@ def main() -> None:
             per_class = max(args.images // 10, args.batch_size)
             write_image_folder(root / 'img', 10, {'train': per_class, 'val': 2}, args.src_size, 0, ('.jpg',))
         write_copies(root)
-        results = {}
-        cfg = None
-        for kind, data_dir in (('folder', root / 'img'), ('shards', root / 'shards'), ('hf', root / 'hf')):
-            loader, epochs, cfg = regzoo_loader(data_dir, args)
-            results[f'regzoo {kind}'] = rate(loader, epochs, args.batches)
-        results['timm create_loader (folder)'] = rate(timm_loader(root / 'img', cfg, args), None, args.batches)
+        loaders = {f'regzoo {kind}': regzoo_loader(data_dir, args)[:2]
+                   for kind, data_dir in (('folder', root / 'img'), ('shards', root / 'shards'), ('hf', root / 'hf'))}
+        cfg = regzoo_loader(root / 'img', args)[2]
+        loaders['timm create_loader (folder)'] = (timm_loader(root / 'img', cfg, args), None)
+        # rounds with the order rotating, medians: the machine's speed drifts (time the loaders alike)
+        rates: dict[str, list[float]] = {k: [] for k in loaders}
+        names = list(loaders)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                rates[name].append(rate(*loaders[name], args.batches))
+        results = {k: statistics.median(v) for k, v in rates.items()}
     per = max(args.workers, 1)
     print(f'CPU: {cpu_name()}; torch {torch.__version__}; {args.workers} worker(s), batch {args.batch_size}, '
-          f'{args.img_size}px train crops{", " + args.aa if args.aa else ""}')
+          f'{args.img_size}px train crops, median of {args.rounds} rotating rounds{", " + args.aa if args.aa else ""}')
     print('| loader | img/s | img/s per worker | vs timm |')
     print('|---|---|---|---|')
     timm_rate = results['timm create_loader (folder)']
