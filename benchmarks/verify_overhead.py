@@ -3,9 +3,9 @@ saved with regzoo's integrity digests and without them.
 
 The target (issue 20): verifying costs at most 10 % of ``create_model('regnety_064', checkpoint_path=...)``,
 median of 7. The file with digests is what regzoo writes (``regzoo.zoo.sharded.write_weights``, as
-``save_pretrained`` and train.py do: xxh3-128 per tensor group, verified in a background thread while the model
-is built); the file without is the same tensors through ``safetensors.torch.save_file`` with no regzoo metadata,
-which loads unverified. Rounds alternate between the two files (the page cache is warm for both); the script
+``save_pretrained`` and train.py do: xxh3-128 per tensor group, verified as the file is read, and the record that
+every tensor was finite, which spares a verified load the NaN/Inf scan); the file without is the same tensors
+through ``safetensors.torch.save_file`` with no regzoo metadata, which loads unverified (and scanned). Rounds alternate between the two files (the page cache is warm for both); the script
 prints the CPU, both files, both medians and the ratio. Run it on a quiet machine:
 
     python benchmarks/verify_overhead.py [--arch regnety_064] [--rounds 7]

@@ -129,8 +129,11 @@ def test_written_digest_is_xxh3_128_of_the_documented_lines():
     groups, total = _format_digest(tensors, lambda b: xxhash.xxh3_128(b).hexdigest())
     meta = digest_metadata(tensors)
     assert (DIGEST_KEY, GROUPS_KEY) == ('regzoo_xxh3_128', 'regzoo_xxh3_128_groups')
-    assert meta == {DIGEST_KEY: total, GROUPS_KEY: json.dumps(groups, separators=(',', ':'))}
+    assert meta == {DIGEST_KEY: total, GROUPS_KEY: json.dumps(groups, separators=(',', ':')),
+                    'regzoo_all_finite': 'true'}
     assert not any('sha256' in key for key in meta)
+    tensors['head.fc.bias'][1] = float('inf')  # any NaN/Inf: no finiteness record
+    assert set(digest_metadata(tensors)) == {DIGEST_KEY, GROUPS_KEY}
 
 
 def _legacy_sha256_file(path, tensors):
@@ -245,6 +248,56 @@ def test_nonfinite_weights_raise_unless_allowed(state_dict, tmp_path, caplog):
     for loaded in (model.state_dict(), other.state_dict()):  # bit-identical, NaN and Inf included
         assert all(torch.equal(loaded[k].view(torch.uint8) if v.is_floating_point() else loaded[k],
                                v.view(torch.uint8) if v.is_floating_point() else v) for k, v in bad.items())
+
+
+def _nan_at(state_dict, name='s2.b1.conv1.conv.weight'):
+    bad = dict(state_dict)
+    bad[name] = bad[name].clone()
+    bad[name].view(-1)[0] = float('nan')
+    return bad
+
+
+def test_a_finite_regzoo_file_records_it_and_is_not_scanned_again(state_dict, tmp_path):
+    # regzoo's writer records that every tensor was finite; with the digests verified the load trusts it
+    # (``Checkpoint.finite_when_written``); a NaN that appears in the bytes later fails the digest instead
+    from regzoo.utils.checksum import FINITE_KEY
+    from regzoo.zoo.loading import read_checkpoint
+    from regzoo.zoo.sharded import write_weights
+    write_weights(tmp_path, state_dict)
+    path = tmp_path / 'model.safetensors'
+    with safe_open(str(path), 'pt') as f:
+        assert f.metadata()[FINITE_KEY] == 'true'
+    assert read_checkpoint(path).finite_when_written
+    _assert_same(regzoo.create_model(ARCH, checkpoint_path=path), state_dict)
+    raw = bytearray(path.read_bytes())  # the first float of one tensor becomes NaN (0x7fc00000) on disk
+    n = int.from_bytes(raw[:8], 'little')
+    start = 8 + n + json.loads(raw[8:8 + n])['s2.b1.conv1.conv.weight']['data_offsets'][0]
+    raw[start:start + 4] = (0x7FC00000).to_bytes(4, 'little')
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=r'corrupt: the tensor data of group s2 no longer matches'):
+        regzoo.create_model(ARCH, checkpoint_path=path, allow_nonfinite=True)
+
+
+def test_nonfinite_weights_written_by_regzoo_record_nothing_and_are_scanned(state_dict, tmp_path):
+    from regzoo.utils.checksum import FINITE_KEY
+    from regzoo.zoo.loading import read_checkpoint
+    from regzoo.zoo.sharded import write_weights
+    write_weights(tmp_path, _nan_at(state_dict))  # a diverged run saved: its digests verify, its NaN must not pass
+    path = tmp_path / 'model.safetensors'
+    with safe_open(str(path), 'pt') as f:
+        assert DIGEST_KEY in f.metadata() and FINITE_KEY not in f.metadata()
+    assert not read_checkpoint(path, defer_verification=True).finite_when_written
+    with pytest.raises(CheckpointError, match=r'NaN or Inf values in 1 tensor\(s\): s2\.b1\.conv1\.conv\.weight'):
+        regzoo.create_model(ARCH, checkpoint_path=path)
+
+
+def test_the_finite_record_alone_is_not_trusted(state_dict, tmp_path):
+    # without a digest to verify the bytes against, a file claiming finiteness is scanned like any other
+    from regzoo.utils.checksum import FINITE_KEY
+    path = tmp_path / 'w.safetensors'
+    save_file(_nan_at(state_dict), path, metadata={'format': 'pt', FINITE_KEY: 'true'})
+    with pytest.raises(CheckpointError, match='NaN or Inf'):
+        regzoo.create_model(ARCH, checkpoint_path=path)
 
 
 # ---------------------------------------------------------------------------------------------- broken inputs

@@ -203,7 +203,8 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: 
 
     A classifier of another size is left out and re-initialised deterministically (``init_classifier``);
     a first conv for another channel count is adapted (``adapt_input_conv``). Both are logged.
-    NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``).
+    NaN/Inf weights raise ``CheckpointError`` unless ``allow_nonfinite`` (then a warning; ``check_finite``);
+    a file regzoo wrote finite and whose digests verify is not scanned again (``Checkpoint.finite_when_written``).
     The file's bytes are verified first (``Checkpoint.verify``).
 
     A model built on the meta device takes the checkpoint's tensors themselves, put on ``device`` (default:
@@ -218,7 +219,8 @@ def apply_checkpoint(model: nn.Module, checkpoint: Checkpoint, allow_nonfinite: 
         if no_data := [k for k, v in checkpoint.state_dict.items() if v.is_meta]:
             raise CheckpointError(f'{checkpoint.path}: holds tensors without data (saved from the meta device): '
                                   f'{few(no_data, 5)}')
-        check_finite(checkpoint.state_dict, checkpoint.path, allow_nonfinite)
+        if not checkpoint.finite_when_written:  # else the verified digests already vouch for it
+            check_finite(checkpoint.state_dict, checkpoint.path, allow_nonfinite)
     cfg = getattr(model, 'pretrained_cfg', None) or PretrainedCfg('', '')
     arch, model_sd = arch_name(model), model.state_dict()
     head = model.get_classifier()

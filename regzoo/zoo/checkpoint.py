@@ -24,6 +24,9 @@ class Checkpoint:
     config: Mapping = field(default_factory=lambda: MappingProxyType({}))  # a saved dir's config.json
     # checks of the file's bytes still running in the background (``read_checkpoint(defer_verification=True)``)
     pending: tuple[Wait, ...] = field(default=(), repr=False, compare=False)
+    # the file's metadata says its tensors were all finite when regzoo wrote them, and its digests are among the
+    # checks above: once they pass, the NaN/Inf scan is redundant (``regzoo.utils.checksum.finite_when_written``)
+    finite_when_written: bool = False
 
     def verify(self) -> None:
         """Wait for the background checks of the file's bytes (zip CRC, integrity digests); raise what they found.

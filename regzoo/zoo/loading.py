@@ -18,6 +18,7 @@ from types import MappingProxyType
 import torch
 import torch.nn as nn
 
+from regzoo.utils.checksum import finite_when_written
 from regzoo.zoo.applying import apply_checkpoint, arch_name
 from regzoo.zoo.checkpoint import Checkpoint
 from regzoo.zoo.config import config_label_names, is_hf_config, read_config
@@ -137,7 +138,8 @@ def read_checkpoint(path: str | os.PathLike, source_format: str | None = None,
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f'{path}: {e}') from e
-    checkpoint = Checkpoint(state_dict, str(path), fmt, MappingProxyType(config), pending=(verified,))
+    checkpoint = Checkpoint(state_dict, str(path), fmt, MappingProxyType(config), pending=(verified,),
+                            finite_when_written=finite_when_written(metadata))
     if not defer_verification:
         checkpoint.verify()
     return checkpoint
