@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import zipfile
 from collections.abc import Callable, Mapping
@@ -122,9 +123,15 @@ def digest_metadata(tensors: Mapping[str, torch.Tensor]) -> dict[str, str]:
     """The safetensors metadata entries that let a reader verify ``tensors`` (see ``failed_groups``), and
     ``FINITE_KEY`` when every floating-point tensor is finite (see ``finite_when_written``)."""
     groups = tensor_digests(tensors, WRITTEN)
-    finite = all(bool(torch.isfinite(t).all()) for t in tensors.values() if t.is_floating_point() and t.numel())
     return {WRITTEN.key: _total(groups, WRITTEN), WRITTEN.groups_key: json.dumps(groups, separators=(',', ':')),
-            **({FINITE_KEY: 'true'} if finite else {})}
+            **({} if nonfinite_names(tensors) else {FINITE_KEY: 'true'})}
+
+
+def nonfinite_names(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or Inf (what the writer records and loading checks)."""
+    # a sum is NaN/Inf whenever a summand is (and rarely by overflow): a fast filter before the exact test
+    return [k for k, v in tensors.items() if v.is_floating_point() and v.numel()
+            and not math.isfinite(v.sum().item()) and not bool(torch.isfinite(v).all())]
 
 
 def finite_when_written(metadata: Mapping[str, str] | None) -> bool:

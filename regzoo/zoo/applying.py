@@ -9,7 +9,6 @@ themselves (``load_tensors``), so the weights are never in memory twice.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ import torch.nn as nn
 
 from regzoo.models.design import make_stages
 from regzoo.models.layers import init_classifier
+from regzoo.utils.checksum import nonfinite_names
 from regzoo.utils.names import few
 from regzoo.zoo.cfgs import MODEL_CFGS
 from regzoo.zoo.checkpoint import Checkpoint
@@ -125,9 +125,7 @@ def _check_fits(model: nn.Module, checkpoint: Checkpoint, state_dict: Mapping[st
 def check_finite(state_dict: Mapping[str, torch.Tensor], path: str, allow_nonfinite: bool = False) -> None:
     """NaN/Inf in the weights read from ``path``: a ``CheckpointError`` naming the file and the first bad
     tensors, or with ``allow_nonfinite=True`` a warning."""
-    # a sum is NaN/Inf whenever a summand is (and rarely by overflow): a fast filter before the exact test
-    bad = [k for k, v in state_dict.items() if v.is_floating_point() and v.numel()
-           and not math.isfinite(v.sum().item()) and not bool(torch.isfinite(v).all())]
+    bad = nonfinite_names(state_dict)
     if not bad:
         return
     what = f'{path}: NaN or Inf values in {len(bad)} tensor(s): {few(bad, 5)}'
