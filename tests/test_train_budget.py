@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import signal
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from safetensors.torch import load_file
 import regzoo
 from regzoo.training import TrainingInputError, load_recipe, main, parse_args, resolve_args
 from regzoo.training import budget
+from regzoo.training.components import epoch_updates, lr_schedule
 from regzoo.training.sizes import SizeStep, describe, epoch_sizes, parse_size_step, size_steps
 
 TINY = ['--model', 'regnetx_002', '--img-size', '32', '--crop-pct', '1', '--color-jitter', '0', '--workers', '0',
@@ -61,22 +63,36 @@ def test_sizes_with_start_epochs_and_yaml_numbers():
 
 # ---------------------------------------------------------------- --time-budget's fit (pure)
 
-def test_fit_epochs_takes_the_most_epochs_the_injected_step_times_allow():
+def test_fit_run_takes_the_longest_run_the_injected_step_times_allow_to_the_update():
     steps = size_steps(['0.75', '1.0'])
     times = budget.StepTimes({48: 1.0, 64: 2.0}, epoch_overhead=0.0, spent=0.0, source='injected')
 
     def sizes_for(epochs):
         return epoch_sizes(steps, 64, epochs)
-    # 10 updates/epoch: 48 px epochs cost 10 s, 64 px epochs 20 s. 6 epochs = 3 x 10 + 3 x 20 = 90 s fits
-    # 100 s; 7 epochs = 3 x 10 + 4 x 20 = 110 s does not
-    assert budget.fit_epochs(100, 10, times, sizes_for) == 6
-    assert budget.predicted_seconds(sizes_for(6), 10, times) == 90
-    # the measuring time and a per-epoch overhead come out of the budget
-    assert budget.fit_epochs(100, 10, budget.StepTimes(times.per_update, 0.0, 15.0, 'x'), sizes_for) == 5
-    assert budget.fit_epochs(100, 10, budget.StepTimes(times.per_update, 5.0, 0.0, 'x'), sizes_for) == 4
-    # at least one epoch, even over budget; no schedule: every epoch at the train size
-    assert budget.fit_epochs(5, 10, times, sizes_for) == 1
-    assert budget.fit_epochs(100, 10, times, lambda e: (64,) * e) == 5
+    # 10 updates/epoch: 48 px epochs cost 10 s, 64 px epochs 20 s. 7 epochs (48 x 3, 64 x 4) cost 110 s; cut
+    # to 5 updates of its last epoch, 30 + 3 x 20 + 5 x 2 = 100 s: the budget exactly. 8 epochs could not
+    # start their last (4 x 10 + 3 x 20 = 100 s before it)
+    assert budget.fit_run(100, 10, times, sizes_for) == budget.Fit(7, 5, 100.0)
+    assert budget.predicted_seconds(sizes_for(6), 10, times) == 90  # whole epochs alone would leave 10 s
+    # the measuring time and a per-epoch overhead (the cut epoch validates too) come out of the budget
+    assert budget.fit_run(100, 10, budget.StepTimes(times.per_update, 0.0, 15.0, 'x'), sizes_for) == \
+        budget.Fit(6, 7, 99.0)  # 85 s left: 30 + 2 x 20 before the last, 7 x 2 of it
+    assert budget.fit_run(100, 10, budget.StepTimes(times.per_update, 5.0, 0.0, 'x'), sizes_for) == \
+        budget.Fit(5, 7, 99.0)  # (10 + 5) x 2 + (20 + 5) x 2 + 5 before the last update
+    # at least one update, even over budget
+    assert budget.fit_run(5, 10, times, sizes_for) == budget.Fit(1, 2, 4.0)
+    assert budget.fit_run(1, 10, times, sizes_for) == budget.Fit(1, 1, 2.0)
+    # no schedule: every epoch at the train size; a last epoch that fits whole is not cut
+    assert budget.fit_run(100, 10, times, lambda e: (64,) * e) == budget.Fit(5, None, 100.0)
+
+
+def test_a_cut_last_epoch_ends_the_lr_schedule_at_its_last_update():
+    args = argparse.Namespace(epochs=3, last_epoch_updates=2, warmup_epochs=1, sched_on_updates=True)
+    assert [epoch_updates(args, 4, e) for e in range(3)] == [4, 4, 2]
+    assert lr_schedule(args, 4).total_updates == 10
+    whole = argparse.Namespace(**{**vars(args), 'last_epoch_updates': None})
+    assert lr_schedule(whole, 4).total_updates == 12
+    assert epoch_updates(argparse.Namespace(epochs=3, last_epoch_updates=9), 4, 2) == 4  # at most a whole epoch
 
 
 # ---------------------------------------------------------------- training runs
@@ -140,6 +156,30 @@ def test_a_resume_mid_schedule_reproduces_the_uninterrupted_run(data_dir, tmp_pa
     assert [(r['top1'], r['val_loss']) for r in rows[0]] == [(r['top1'], r['val_loss']) for r in rows[1]]
 
 
+def test_a_cut_last_epoch_trains_its_updates_and_resumes_inside_them(data_dir, tmp_path, monkeypatch, capsys):
+    common = ['--data-dir', str(data_dir), *TINY, '--epochs', '3', '--last-epoch-updates', '2', '--sched-on-updates',
+              '--train-sizes', '24', '28', '32', '--output', str(tmp_path)]
+    seen = _spy_on_train_inputs(monkeypatch)
+    assert main([*common, '--experiment', 'whole']) == 0
+    assert seen == [24] * 4 + [28] * 4 + [32] * 2
+    out = capsys.readouterr().out
+    assert 'schedule  3 epoch(s) x 4 updates (the last cut to 2), ' in out
+    # the cosine spans the 10 updates: the last one's lr is 0.024 x lr (at update 9 of 12 it would be 0.146 x)
+    rows = list(csv.DictReader((tmp_path / 'whole' / 'summary.csv').open()))
+    assert len(rows) == 3 and float(rows[-1]['lr']) == pytest.approx(0.1 * (1 + math.cos(math.pi * 9 / 10)) / 2)
+    monkeypatch.undo()
+    _spy_on_train_inputs(monkeypatch, stop_after=9)  # epoch 2, update 1 of its 2
+    assert main([*common, '--experiment', 'killed']) == 128 + signal.SIGTERM
+    state = torch.load(tmp_path / 'killed' / 'last.state.pt', weights_only=True)
+    assert (state['epoch'], state['step_in_epoch']) == (2, 1)
+    monkeypatch.undo()
+    seen = _spy_on_train_inputs(monkeypatch)
+    assert main(['--resume', str(tmp_path / 'killed')]) == 0
+    assert seen == [32]  # the cut epoch's one update left, kept from the resumed run's args
+    whole, killed = (load_file(tmp_path / run / 'last.safetensors') for run in ('whole', 'killed'))
+    assert all(torch.equal(whole[k], killed[k]) for k in whole)
+
+
 def test_time_budget_fits_the_epochs_and_says_so(data_dir, tmp_path, capsys):
     code = main(['--data-dir', str(data_dir), *TINY, '--time-budget', '0.25', '--train-sizes', '0.75', '1.0',
                  '--output', str(tmp_path), '--experiment', 'run'])
@@ -150,10 +190,13 @@ def test_time_budget_fits_the_epochs_and_says_so(data_dir, tmp_path, capsys):
     assert 'fitted from 5 updates on the train split per size (24px ' in line and '32px ' in line
     saved = yaml.safe_load((tmp_path / 'run' / 'args.yaml').read_text())
     assert saved['epochs'] == epochs and len(saved['epoch_sizes']) == epochs
+    cut = saved['last_epoch_updates']  # the budget's remainder after the whole epochs, to the update
+    assert cut is None or 1 <= cut < 4
+    assert (f', the last cut to {cut} update(s),' in line) == (cut is not None)
     assert saved['epoch_sizes'][-1] == 32 and saved['time_budget'] == 0.25
     rows = list(csv.DictReader((tmp_path / 'run' / 'summary.csv').open()))
     assert len(rows) == epochs >= 1
-    assert f'trained {epochs} epoch(s) in ' in out and 'of the 0.25-min budget' in out
+    assert f'trained {epochs} epoch(s)' in out and 'of the 0.25-min budget' in out
 
 
 def test_budget_and_size_flags_refuse_bad_values(data_dir, tmp_path):
@@ -162,6 +205,10 @@ def test_budget_and_size_flags_refuse_bad_values(data_dir, tmp_path):
         main([*base, '--epochs', '3', '--time-budget', '1'])
     with pytest.raises(TrainingInputError, match='--time-budget must be > 0'):
         main([*base, '--time-budget', '0'])
+    with pytest.raises(TrainingInputError, match='--time-budget sets --last-epoch-updates itself'):
+        main([*base, '--time-budget', '1', '--last-epoch-updates', '2'])
+    with pytest.raises(TrainingInputError, match='--last-epoch-updates must be >= 1'):
+        main([*base, '--last-epoch-updates', '0'])
     with pytest.raises(TrainingInputError, match='start.* at or after the last epoch'):
         main([*base, '--epochs', '2', '--train-sizes', '24@0', '32@5'])
     with pytest.raises(SystemExit):

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help='fit the epoch count to this wall-clock budget (training and validation) from the '
                         'measured speed of a few updates at each train size, timed before the first epoch; the '
                         'plan says what was measured and the count it gives (default: --epochs)')
+    g.add_argument('--last-epoch-updates', type=int, default=None, metavar='N',
+                   help='cut the last epoch short after N updates: the lr schedule ends there (--time-budget '
+                        'sets it to spend what is left of the budget after the whole epochs; default: whole)')
     g.add_argument('-b', '--batch-size', type=int, default=128, help='images per process per step')
     g.add_argument('-vb', '--validation-batch-size', type=int, default=None, help='default: --batch-size')
     g.add_argument('--grad-accum-steps', type=int, default=1, help='micro-batches per update')
@@ -269,6 +272,10 @@ def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: i
             raise TrainingInputError(f'--time-budget must be > 0 minutes, got {args.time_budget:g}')
         if 'epochs' in args.cli_keys and 'time_budget' in args.cli_keys:
             raise TrainingInputError('--epochs and --time-budget both set the epoch count: give one of them')
+        if 'last_epoch_updates' in args.cli_keys and 'time_budget' in args.cli_keys:
+            raise TrainingInputError('--time-budget sets --last-epoch-updates itself: give one of them')
+    if args.last_epoch_updates is not None and args.last_epoch_updates < 1:
+        raise TrainingInputError(f'--last-epoch-updates must be >= 1, got {args.last_epoch_updates}')
     args.world_size = world_size
     args.global_batch_size = args.batch_size * world_size * args.grad_accum_steps
     cli = set(args.cli_keys)

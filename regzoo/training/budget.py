@@ -3,7 +3,9 @@
 Before the first epoch a few updates are timed at every train size of the schedule (on a copy of the model, so
 the run itself starts untouched), with the run's own data pipeline where it can be sampled (an image folder or
 an HF split; shards are timed on random images: compute only), plus the per-epoch cost of starting the loader
-and validating. ``fit_epochs`` (pure) then picks the largest epoch count whose predicted time fits.
+and validating. ``fit_run`` (pure) then picks the largest epoch count whose predicted time fits, to the update:
+the last epoch is cut short where a whole one would overrun, so a short budget is not left a fifth unused
+because its epochs are a fifth of it each.
 """
 from __future__ import annotations
 
@@ -33,23 +35,43 @@ def predicted_seconds(sizes: tuple[int, ...], updates_per_epoch: int, times: Ste
     return sum(updates_per_epoch * times.per_update[s] + times.epoch_overhead for s in sizes)
 
 
-def fit_epochs(budget_seconds: float, updates_per_epoch: int, times: StepTimes,
-               sizes_for: Callable[[int], tuple[int, ...]], max_epochs: int = MAX_EPOCHS) -> int:
-    """The most epochs (at least 1) whose predicted time fits in ``budget_seconds`` less the measuring time;
+@dataclass(frozen=True)
+class Fit:
+    """What fits a budget: ``epochs`` epochs, the last one cut to ``last_epoch_updates`` (None: whole)."""
+    epochs: int
+    last_epoch_updates: int | None
+    predicted: float  # seconds, the measuring included
+
+
+def fit_run(budget_seconds: float, updates_per_epoch: int, times: StepTimes,
+            sizes_for: Callable[[int], tuple[int, ...]], max_epochs: int = MAX_EPOCHS) -> Fit:
+    """The longest run whose predicted time fits in ``budget_seconds``: the most epochs of which the last can
+    start (at least one update of it fits), that last epoch cut to the updates that fit; at least one update.
     ``sizes_for(epochs)`` gives each epoch's train size for a run of that length (a ramp stretches with it)."""
     available = budget_seconds - times.spent
+
+    def before_last(epochs: int) -> float:  # the whole epochs before the last, and the last one's overhead
+        return predicted_seconds(sizes_for(epochs)[:-1], updates_per_epoch, times) + times.epoch_overhead
+
+    def last_update(epochs: int) -> float:
+        return times.per_update[sizes_for(epochs)[-1]]
+
     epochs = 1
-    while epochs < max_epochs and predicted_seconds(sizes_for(epochs + 1), updates_per_epoch, times) <= available:
+    while epochs < max_epochs and before_last(epochs + 1) + last_update(epochs + 1) <= available:
         epochs += 1
-    return epochs
+    updates = int((available - before_last(epochs)) // last_update(epochs))
+    updates = min(max(updates, 1), updates_per_epoch)
+    return Fit(epochs, updates if updates < updates_per_epoch else None,
+               before_last(epochs) + updates * last_update(epochs) + times.spent)
 
 
-def describe(budget_minutes: float, epochs: int, times: StepTimes, predicted: float) -> str:
+def describe(budget_minutes: float, fit: Fit, times: StepTimes) -> str:
     """The plan's budget line."""
     steps = ', '.join(f'{size}px {seconds:.3g} s' for size, seconds in sorted(times.per_update.items()))
-    return (f'  budget    {budget_minutes:g} min: {epochs} epoch(s) fitted from {times.source} ({steps} per '
-            f'update; {times.epoch_overhead:.3g} s per epoch to start the loader and validate; measuring took '
-            f'{times.spent:.3g} s); predicted {predicted / 60:.3g} min')
+    last = f', the last cut to {fit.last_epoch_updates} update(s),' if fit.last_epoch_updates else ''
+    return (f'  budget    {budget_minutes:g} min: {fit.epochs} epoch(s){last} fitted from {times.source} ({steps} '
+            f'per update; {times.epoch_overhead:.3g} s per epoch to start the loader and validate; measuring took '
+            f'{times.spent:.3g} s); predicted {fit.predicted / 60:.3g} min')
 
 
 def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor], None], micro_batches: int,

@@ -68,6 +68,13 @@ class LrSchedule:
                 '(stepped per update)')
 
 
+def epoch_updates(args, updates_per_epoch: int, epoch: int) -> int:
+    """The updates ``epoch`` trains: all of them, except in a last epoch cut short (--last-epoch-updates)."""
+    if epoch == args.epochs - 1 and args.last_epoch_updates:
+        return min(args.last_epoch_updates, updates_per_epoch)
+    return updates_per_epoch
+
+
 def lr_schedule(args, updates_per_epoch: int) -> LrSchedule:
     """Per update when asked (--sched-on-updates) or, by default, when the warmup is short (1 to
     ``SHORT_WARMUP_EPOCHS`` epochs); a per-update warmup takes at most half the run's updates, so the run reaches
@@ -75,7 +82,7 @@ def lr_schedule(args, updates_per_epoch: int) -> LrSchedule:
     per_update = args.sched_on_updates
     if per_update is None:
         per_update = 0 < args.warmup_epochs <= SHORT_WARMUP_EPOCHS
-    total = args.epochs * updates_per_epoch
+    total = (args.epochs - 1) * updates_per_epoch + epoch_updates(args, updates_per_epoch, args.epochs - 1)
     warmup = min(args.warmup_epochs * updates_per_epoch, total // 2) if per_update else 0
     return LrSchedule(bool(per_update), warmup, total)
 

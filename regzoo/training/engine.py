@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from regzoo.eval.loop import count_topk
-from regzoo.training.components import LrSchedule
+from regzoo.training.components import LrSchedule, epoch_updates
 from regzoo.training.config import RunConfig
 from regzoo.training.distributed import DistInfo, all_reduce_sum, any_process
 from regzoo.training.loaders import GlobalBatchSampler, mix_seed, seed_all, train_transform
@@ -67,7 +67,7 @@ def train_one_epoch(parts: TrainParts, *, epoch: int, start_update: int = 0, glo
     # this epoch's train size; the loader's workers start below, with it (they are not persistent)
     parts.train_data.transform = train_transform(cfg, cfg.epoch_sizes[epoch])
     batches = iter(parts.loader)
-    updates = sampler.updates_per_epoch
+    updates = epoch_updates(cfg, sampler.updates_per_epoch, epoch)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     # a bar on the primary's terminal; log lines otherwise, and also when stdout goes elsewhere than the bar
     progress = Progress(updates, f'epoch {epoch}', unit='update', initial=start_update, every=cfg.log_interval,

@@ -220,8 +220,9 @@ def _epochs(run: Run, position: Position, stop_requested, log) -> int:
             return 128 + int(stop_requested() or signal.SIGTERM)
     log(f'best top-1 {position.best[0]:.2f} at epoch {position.best[1]}')
     if cfg.time_budget is not None:
-        log(f'trained {cfg.epochs - first_epoch} epoch(s) in {clock_text(time.monotonic() - run_watch)} of the '
-            f'{cfg.time_budget:g}-min budget' + (' (this resumed part)' if run.resumed else ''))
+        cut = f', the last cut to {cfg.last_epoch_updates} update(s),' if cfg.last_epoch_updates else ''
+        log(f'trained {cfg.epochs - first_epoch} epoch(s){cut} in {clock_text(time.monotonic() - run_watch)} of '
+            f'the {cfg.time_budget:g}-min budget' + (' (this resumed part)' if run.resumed else ''))
     return 0
 
 

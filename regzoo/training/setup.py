@@ -27,6 +27,7 @@ from regzoo.training.components import (
     create_mixup,
     create_optimizer,
     create_scheduler,
+    epoch_updates,
     lr_schedule,
 )
 from regzoo.training.config import RunConfig
@@ -152,7 +153,9 @@ def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source:
         + (f' / {len(splits.val)} val' if hasattr(splits.val, '__len__') else '')
         + f' images in {splits.num_classes} classes ({splits.train_where}; val: {splits.val_where})'
         + ('; a resume restarts the stopped epoch at its start' if splits.streams else ''),
-        f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates, global batch '
+        f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates'
+        + (f' (the last cut to {epoch_updates(cfg, parts.sampler.updates_per_epoch, cfg.epochs - 1)})'
+           if cfg.last_epoch_updates else '') + f', global batch '
         f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
         f'{cfg.weight_decay:g}',
         f'  train     random-resized crops {crops}, scale {tuple(cfg.scale)}, '
@@ -293,10 +296,10 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
 
     def sizes_for(epochs: int) -> tuple[int, ...]:  # SIZE@EPOCH sizes a shorter run does not reach are left out
         return sizes.epoch_sizes(steps, cfg.size_base[0], epochs, strict=False) if steps else (final,) * epochs
-    epochs = budget.fit_epochs(cfg.time_budget * 60, sampler.updates_per_epoch, times, sizes_for)
-    predicted = budget.predicted_seconds(sizes_for(epochs), sampler.updates_per_epoch, times) + times.spent
-    fitted = RunConfig.create(cfg.values, epochs=epochs, epoch_sizes=_epoch_sizes(cfg, cfg.size_base, epochs))
-    return fitted, budget.describe(cfg.time_budget, epochs, times, predicted)
+    fit = budget.fit_run(cfg.time_budget * 60, sampler.updates_per_epoch, times, sizes_for)
+    fitted = RunConfig.create(cfg.values, epochs=fit.epochs, last_epoch_updates=fit.last_epoch_updates,
+                              epoch_sizes=_epoch_sizes(cfg, cfg.size_base, fit.epochs))
+    return fitted, budget.describe(cfg.time_budget, fit, times)
 
 
 def logger(info: DistInfo):
