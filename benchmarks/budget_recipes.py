@@ -13,6 +13,7 @@ other work runs (two cores shared slow every run down unevenly).
     python benchmarks/budget_recipes.py --split final --config fast --time-budget 6 --seed 0
     python benchmarks/budget_recipes.py --split final --config timm --epochs 8 --timm-train ~/pytorch-image-models/train.py
     python benchmarks/budget_recipes.py --table
+    python benchmarks/budget_recipes.py --split final --plot docs/budget-curve.png   # top-1 vs wall (regzoo[plot])
 
 timm's train.py is not in timm's wheel: pass a checkout's (``--timm-train``). Configs (``--config``), all
 RegNetX-200MF (regnetx_002) from scratch at 64 px (the 32 px photos upscaled), batch 128:
@@ -164,6 +165,37 @@ def table(results: Path) -> str:
     return '\n'.join(lines) + f'\n\nCPU: {", ".join(cpus)}; {platform.python_version()}'
 
 
+def plot(results: Path, path: Path, split: str = 'final') -> None:
+    """The budget curve: top-1 against wall time, one colour per config; every run is a marker, and each
+    config's seed-0 runs are joined in order of wall time (the other seeds show the spread)."""
+    from regzoo.utils.extras import require
+
+    require('matplotlib', 'plot', 'the budget-curve plot').use('Agg')
+    import matplotlib.pyplot as plt
+
+    with results.open(newline='') as f:
+        rows = [r for r in csv.DictReader(f) if r['split'] == split and not r['extra']]
+    if not rows:
+        raise SystemExit(f'budget_recipes.py: error: {results} has no {split!r} runs without extra flags')
+    names = {'fast': 'regzoo train.py --recipe fast', 'pycls': 'regzoo train.py, pycls-style flags',
+             'timm': "timm's train.py, the pycls flags"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for config in sorted({r['config'] for r in rows}):
+        runs = sorted((float(r['wall_s']) / 60, float(r['top1']), r['seed']) for r in rows if r['config'] == config)
+        points = ax.scatter([m for m, _, _ in runs], [t for _, t, _ in runs], s=18, label=names.get(config, config))
+        line = [(m, t) for m, t, seed in runs if seed == '0']
+        ax.plot([m for m, _ in line], [t for _, t in line], color=points.get_facecolor()[0], linewidth=1)
+    ax.set_xlabel('wall time of the whole run (minutes)')
+    ax.set_ylabel('top-1 on the held-out photos (%)')
+    ax.set_title(f'RegNetX-200MF from scratch, CIFAR-10 sample at 64 px ({split} split)', fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     p.add_argument('--config', choices=(*CONFIGS, 'timm'))
@@ -179,11 +211,16 @@ def main(argv=None) -> int:
     p.add_argument('--eval-sizes', type=int, nargs='*', default=(),
                    help="also evaluate the run's last weights at these sizes with validate.py (not timed)")
     p.add_argument('--table', action='store_true', help='print the results CSV as a markdown table and exit')
+    p.add_argument('--plot', default=None, metavar='PNG', help='draw the budget curve of --split from the results '
+                   'CSV (top-1 vs wall time per config; needs regzoo[plot]) and exit')
     p.add_argument('extra', nargs='*', help='more train.py flags after --, e.g. -- --smoothing 0.2')
     args = p.parse_args(argv)
     results = Path(args.results or Path(args.work) / 'results.csv')
     if args.table:
         print(table(results))
+        return 0
+    if args.plot:
+        plot(results, Path(args.plot), args.split)
         return 0
     if not args.config or bool(args.epochs) == bool(args.time_budget):
         p.error('give --config and one of --epochs / --time-budget')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
@@ -93,6 +94,30 @@ def test_a_cut_last_epoch_ends_the_lr_schedule_at_its_last_update():
     whole = argparse.Namespace(**{**vars(args), 'last_epoch_updates': None})
     assert lr_schedule(whole, 4).total_updates == 12
     assert epoch_updates(argparse.Namespace(epochs=3, last_epoch_updates=9), 4, 2) == 4  # at most a whole epoch
+
+
+def test_the_measured_validation_counts_the_val_loaders_fetching():
+    """A validation's cost is its loader's too: a val loader that takes 0.05 s per batch to deliver (decoding,
+    in a real one) must show in the per-epoch overhead, once per pass (two with an EMA)."""
+    import time
+
+    def slow_val(n=8, delay=0.05):
+        for _ in range(n):
+            time.sleep(delay)
+            yield torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long)
+
+    model = regzoo.create_model('regnetx_002', num_classes=4)
+    train = [(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))] * (budget.MEASURED_UPDATES + 1)
+
+    def measure(eval_loader, passes):
+        return budget.measure_step_times(
+            model, lambda size: train, [32], accum=1, device=torch.device('cpu'), memory_format=torch.contiguous_format,
+            autocast=lambda: contextlib.nullcontext(), eval_loader=eval_loader, eval_batches=8, eval_passes=passes,
+            source='injected')
+    one, two = measure(slow_val(), 1), measure(slow_val(), 2)
+    assert one.epoch_overhead >= 8 * 0.05 and two.epoch_overhead >= 2 * 8 * 0.05
+    assert measure(slow_val(delay=0.0), 1).epoch_overhead < one.epoch_overhead - 0.2
+    assert set(one.per_update) == {32} and one.per_update[32] > 0
 
 
 # ---------------------------------------------------------------- training runs

@@ -3,13 +3,15 @@
 Before the first epoch a few updates are timed at every train size of the schedule (on a copy of the model, so
 the run itself starts untouched), with the run's own data pipeline where it can be sampled (an image folder or
 an HF split; shards are timed on random images: compute only), plus the per-epoch cost of starting the loader
-and validating. ``fit_run`` (pure) then picks the largest epoch count whose predicted time fits, to the update:
+and validating, the latter timed on the run's own val loader: its images' decoding is a validation's cost
+too (timing the forward alone, on random tensors, left 1.8 s of each 3.8-s validation out of the prediction). ``fit_run`` (pure) then picks the largest epoch count whose predicted time fits, to the update:
 the last epoch is cut short where a whole one would overrun, so a short budget is not left a fifth unused
 because its epochs are a fifth of it each.
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ import torch
 import torch.nn as nn
 
 MEASURED_UPDATES = 5    # timed updates per train size, after one untimed (loader start, allocator warm-up)
+MEASURED_EVAL_BATCHES = 3  # timed val batches (fetch and forward), after the first (loader start, warm-up)
 MAX_EPOCHS = 10_000
 
 
@@ -101,10 +104,11 @@ def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor
 
 def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
                        sizes: Iterable[int], *, accum: int, device: torch.device, memory_format,
-                       autocast: Callable[[], object], eval_batches: int, eval_batch: Callable[[], torch.Tensor],
+                       autocast: Callable[[], object], eval_loader: Iterable, eval_batches: int, eval_passes: int,
                        source: str) -> StepTimes:
     """Time updates of a copy of ``model`` at each size (``batches_at(size)``: 1 + MEASURED_UPDATES x ``accum``
-    micro-batches are used, more may be given), and ``eval_batches`` eval forwards of ``eval_batch()``."""
+    micro-batches are used, more may be given), and a validation: ``eval_passes`` passes (2 with an EMA) over the
+    ``eval_batches`` batches of ``eval_loader``, predicted from its first few."""
     began = time.perf_counter()
     trial = copy.deepcopy(model).train()
     optimizer = torch.optim.SGD(trial.parameters(), lr=1e-9, momentum=0.9)
@@ -127,14 +131,12 @@ def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
         first, seconds = _timed_updates(batches_at(size), step, MEASURED_UPDATES * accum, sync)
         per_update[size] = seconds * accum
         loader_start = max(loader_start, first)
-    overhead = 2 * loader_start  # each epoch starts the train loader and the val loader
     trial.eval()
     with torch.inference_mode(), autocast():
-        batch = eval_batch().to(device).contiguous(memory_format=memory_format)
-        trial(batch)  # untimed warm-up
-        sync()
-        t0 = time.perf_counter()
-        trial(batch)
-        sync()
-        overhead += (time.perf_counter() - t0) * eval_batches
-    return StepTimes(per_update, overhead, time.perf_counter() - began, source)
+        def forward(x, y):
+            trial(x.to(device, non_blocking=True).contiguous(memory_format=memory_format))
+        first, per_batch = _timed_updates(eval_loader, forward, MEASURED_EVAL_BATCHES, sync)
+    # a validation: its loader's start, then every batch's fetch and forward at the timed rate (a val split of
+    # one batch gives no rate: its forward is left out); each epoch also starts the train loader
+    validation = first + (eval_batches * per_batch if not math.isnan(per_batch) else 0.0)
+    return StepTimes(per_update, loader_start + eval_passes * validation, time.perf_counter() - began, source)

@@ -281,13 +281,12 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
                                                num_workers=cfg.workers, drop_last=True)
     val_images = len(splits.val) if hasattr(splits.val, '__len__') else 0
     val_batch = cfg.validation_batch_size or cfg.batch_size
-    test = cfg.data_config['input_size']
     times = budget.measure_step_times(
         model, batches_at, schedule, accum=cfg.grad_accum_steps, device=info.device,
         memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format,
-        autocast=lambda: autocast(cfg, info.device),
-        eval_batches=-(-val_images // (val_batch * info.world_size)) * (2 if cfg.model_ema else 1),
-        eval_batch=lambda: torch.randn(val_batch, *test), source=source)
+        autocast=lambda: autocast(cfg, info.device), eval_loader=evaluation,
+        eval_batches=-(-val_images // (val_batch * info.world_size)), eval_passes=2 if cfg.model_ema else 1,
+        source=source)
     if info.distributed:
         keys = sorted(times.per_update)
         mean = [v / info.world_size for v in all_reduce_sum(
