@@ -120,6 +120,25 @@ def test_the_measured_validation_counts_the_val_loaders_fetching():
     assert set(one.per_update) == {32} and one.per_update[32] > 0
 
 
+def test_the_measurement_takes_a_rank_without_val_images_and_a_one_batch_train_split():
+    model = regzoo.create_model('regnetx_002', num_classes=4)
+    one = [(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.long))]
+    times = budget.measure_step_times(
+        model, lambda size: one, [32], accum=1, device=torch.device('cpu'), memory_format=torch.contiguous_format,
+        autocast=lambda: contextlib.nullcontext(), eval_loader=[], eval_batches=0, eval_passes=1, source='x')
+    assert times.per_update[32] > 0  # the one update's time, warm-up included: a rate the fit can use
+    assert 0 <= times.epoch_overhead < 1
+    assert budget.fit_run(60, 1, times, lambda e: (32,) * e).epochs >= 1
+
+
+def test_a_new_length_typed_on_resume_drops_the_fitted_cut():
+    saved = {'epochs': 3, 'last_epoch_updates': 2, 'time_budget': 1.0}
+    kept = resolve_args(parse_args([], resumed_args=saved), 1)
+    assert (kept.epochs, kept.last_epoch_updates, kept.time_budget) == (3, 2, 1.0)
+    longer = resolve_args(parse_args(['--epochs', '5'], resumed_args=saved), 1)
+    assert (longer.epochs, longer.last_epoch_updates, longer.time_budget) == (5, None, None)
+
+
 # ---------------------------------------------------------------- training runs
 
 def _spy_on_train_inputs(monkeypatch, stop_after: int | None = None) -> list[int]:

@@ -114,6 +114,33 @@ def test_each_training_sample_once_per_epoch_over_ranks_and_workers(data, world,
     assert {names[k]: v for k, v in seen.items()} == {c: TRAIN for c in CLASSES}
 
 
+@pytest.mark.parametrize('kind,world', [('shards', 1), ('shards', 2), ('hf', 1), ('hf', 2)])
+def test_the_budget_counts_every_val_batch_of_shards_and_hf(data, kind, world):
+    """--time-budget predicts a validation from its batch count: one that yields fewer batches than it counts
+    (a shard stream has no length) would leave validations out of the prediction."""
+    from regzoo.training.setup import _val_batches
+    from regzoo.training.splits import eval_split_loader
+
+    counted = 0
+    shard_batches = 8 // 4  # a rank reads whole shards (8 images each): it may read one more than an even share
+    for rank in range(world):
+        args = resolve_args(parse_args(['--data-dir', str(data / kind), *TINY, '-b', '4']), world)
+        splits = load_splits(args, rank, world)
+        cfg = RunConfig.create(args, num_classes=splits.num_classes, train_size=(32, 32),
+                               data_config={'input_size': (3, 32, 32), 'interpolation': 'bilinear',
+                                            'mean': (0.5,) * 3, 'std': (0.5,) * 3, 'crop_pct': 1.0,
+                                            'crop_mode': 'center'})
+        info = DistInfo(rank, rank, world, None)
+        evaluation = eval_split_loader(splits, cfg, info)
+        yielded = sum(1 for _ in evaluation)
+        if kind == 'hf':
+            assert _val_batches(evaluation, splits, cfg, info) == yielded
+        else:
+            assert abs(_val_batches(evaluation, splits, cfg, info) - yielded) <= shard_batches
+        counted += _val_batches(evaluation, splits, cfg, info)
+    assert counted * 4 >= len(CLASSES) * VAL  # 24 val images, batch 4: at least 6 batches over the ranks
+
+
 def test_torchrun_two_processes_over_shards(data, tmp_path):
     cli = subprocess.run(
         [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',

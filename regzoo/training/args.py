@@ -274,6 +274,10 @@ def resolve_args(args: argparse.Namespace, world_size: int, recipe_batch_size: i
             raise TrainingInputError('--epochs and --time-budget both set the epoch count: give one of them')
         if 'last_epoch_updates' in args.cli_keys and 'time_budget' in args.cli_keys:
             raise TrainingInputError('--time-budget sets --last-epoch-updates itself: give one of them')
+    if 'epochs' in args.cli_keys:  # a resumed budget run given a new length: its fit and cut are not the new one's
+        for fitted in ('last_epoch_updates', 'time_budget'):
+            if fitted not in args.cli_keys:
+                setattr(args, fitted, None)
     if args.last_epoch_updates is not None and args.last_epoch_updates < 1:
         raise TrainingInputError(f'--last-epoch-updates must be >= 1, got {args.last_epoch_updates}')
     args.world_size = world_size

@@ -4,14 +4,14 @@ Before the first epoch a few updates are timed at every train size of the schedu
 the run itself starts untouched), with the run's own data pipeline where it can be sampled (an image folder or
 an HF split; shards are timed on random images: compute only), plus the per-epoch cost of starting the loader
 and validating, the latter timed on the run's own val loader: its images' decoding is a validation's cost
-too (timing the forward alone, on random tensors, left 1.8 s of each 3.8-s validation out of the prediction). ``fit_run`` (pure) then picks the largest epoch count whose predicted time fits, to the update:
+too (timing the forward alone, on random tensors, left 1.8 s of each 3.8-s validation out of the
+prediction). ``fit_run`` (pure) then picks the largest epoch count whose predicted time fits, to the update:
 the last epoch is cut short where a whole one would overrun, so a short budget is not left a fifth unused
 because its epochs are a fifth of it each.
 """
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -72,9 +72,11 @@ def describe(budget_minutes: float, fit: Fit, times: StepTimes) -> str:
     """The plan's budget line."""
     steps = ', '.join(f'{size}px {seconds:.3g} s' for size, seconds in sorted(times.per_update.items()))
     last = f', the last cut to {fit.last_epoch_updates} update(s),' if fit.last_epoch_updates else ''
+    over = (' (over the budget: less than the measuring and one update fits; give more minutes)'
+            if fit.predicted > budget_minutes * 60 else '')
     return (f'  budget    {budget_minutes:g} min: {fit.epochs} epoch(s){last} fitted from {times.source} ({steps} '
             f'per update; {times.epoch_overhead:.3g} s per epoch to start the loader and validate; measuring took '
-            f'{times.spent:.3g} s); predicted {fit.predicted / 60:.3g} min')
+            f'{times.spent:.3g} s); predicted {fit.predicted / 60:.3g} min{over}')
 
 
 def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor], None], micro_batches: int,
@@ -87,10 +89,14 @@ def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor
     """
     start = time.perf_counter()
     iterator = iter(batches)
-    x, y = next(iterator)
+    batch = next(iterator, None)
     first = time.perf_counter() - start
-    step(x, y)  # untimed: the allocator and kernels warm up at this size
+    if batch is None:  # nothing to time: a DDP rank with no val images
+        return first, 0.0
+    t0 = time.perf_counter()
+    step(*batch)  # untimed: the allocator and kernels warm up at this size
     sync()
+    warm_up = time.perf_counter() - t0
     t0 = time.perf_counter()
     done = 0
     for x, y in iterator:
@@ -99,7 +105,8 @@ def _timed_updates(batches: Iterable, step: Callable[[torch.Tensor, torch.Tensor
         if done == micro_batches:
             break
     sync()
-    return first, ((time.perf_counter() - t0) / done if done else float('nan'))
+    # one batch in all (a tiny split): its step, warm-up included, is the only estimate there is
+    return first, ((time.perf_counter() - t0) / done if done else warm_up)
 
 
 def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
@@ -136,7 +143,7 @@ def measure_step_times(model: nn.Module, batches_at: Callable[[int], Iterable],
         def forward(x, y):
             trial(x.to(device, non_blocking=True).contiguous(memory_format=memory_format))
         first, per_batch = _timed_updates(eval_loader, forward, MEASURED_EVAL_BATCHES, sync)
-    # a validation: its loader's start, then every batch's fetch and forward at the timed rate (a val split of
-    # one batch gives no rate: its forward is left out); each epoch also starts the train loader
-    validation = first + (eval_batches * per_batch if not math.isnan(per_batch) else 0.0)
+    # a validation: its loader's start, then every batch's fetch and forward at the timed rate; each epoch also
+    # starts the train loader
+    validation = first + eval_batches * per_batch
     return StepTimes(per_update, loader_start + eval_passes * validation, time.perf_counter() - began, source)

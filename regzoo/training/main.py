@@ -24,6 +24,7 @@ from regzoo.training.checkpoint import (
     write_run_config,
 )
 from regzoo.training.distributed import any_process, cleanup, init_distributed
+from regzoo.training.components import epoch_updates
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
 from regzoo.training.errors import TrainingInputError
 from regzoo.training.setup import Resumed, Run, logger, set_up, warn
@@ -220,7 +221,8 @@ def _epochs(run: Run, position: Position, stop_requested, log) -> int:
             return 128 + int(stop_requested() or signal.SIGTERM)
     log(f'best top-1 {position.best[0]:.2f} at epoch {position.best[1]}')
     if cfg.time_budget is not None:
-        cut = f', the last cut to {cfg.last_epoch_updates} update(s),' if cfg.last_epoch_updates else ''
+        last = epoch_updates(cfg, parts.sampler.updates_per_epoch, cfg.epochs - 1)
+        cut = f', the last cut to {last} update(s),' if last < parts.sampler.updates_per_epoch else ''
         log(f'trained {cfg.epochs - first_epoch} epoch(s){cut} in {clock_text(time.monotonic() - run_watch)} of '
             f'the {cfg.time_budget:g}-min budget' + (' (this resumed part)' if run.resumed else ''))
     return 0

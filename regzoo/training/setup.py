@@ -49,7 +49,7 @@ from regzoo.training.loaders import (
     val_indices,
     val_loader,
 )
-from regzoo.training.splits import Splits, eval_split_loader, load_splits, stream_loader
+from regzoo.training.splits import Splits, count_shard_samples, eval_split_loader, load_splits, stream_loader
 from regzoo.utils.files import unwritable_reason
 from regzoo.zoo.pretrained import PretrainedCfg
 
@@ -154,8 +154,9 @@ def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source:
         + f' images in {splits.num_classes} classes ({splits.train_where}; val: {splits.val_where})'
         + ('; a resume restarts the stopped epoch at its start' if splits.streams else ''),
         f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates'
-        + (f' (the last cut to {epoch_updates(cfg, parts.sampler.updates_per_epoch, cfg.epochs - 1)})'
-           if cfg.last_epoch_updates else '') + f', global batch '
+        + (f' (the last cut to {last})' if (last := epoch_updates(cfg, parts.sampler.updates_per_epoch,
+                                                                  cfg.epochs - 1)) < parts.sampler.updates_per_epoch
+           else '') + f', global batch '
         f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
         f'{cfg.weight_decay:g}',
         f'  train     random-resized crops {crops}, scale {tuple(cfg.scale)}, '
@@ -279,13 +280,11 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
             dataset = SeededTransformDataset(splits.train, train_transform(cfg, size))
             return torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, sampler=keys,
                                                num_workers=cfg.workers, drop_last=True)
-    val_images = len(splits.val) if hasattr(splits.val, '__len__') else 0
-    val_batch = cfg.validation_batch_size or cfg.batch_size
     times = budget.measure_step_times(
         model, batches_at, schedule, accum=cfg.grad_accum_steps, device=info.device,
         memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format,
         autocast=lambda: autocast(cfg, info.device), eval_loader=evaluation,
-        eval_batches=-(-val_images // (val_batch * info.world_size)), eval_passes=2 if cfg.model_ema else 1,
+        eval_batches=_val_batches(evaluation, splits, cfg, info), eval_passes=2 if cfg.model_ema else 1,
         source=source)
     if info.distributed:
         keys = sorted(times.per_update)
@@ -299,6 +298,17 @@ def _fit_to_budget(cfg: RunConfig, model, splits: Splits, sampler, evaluation, i
     fitted = RunConfig.create(cfg.values, epochs=fit.epochs, last_epoch_updates=fit.last_epoch_updates,
                               epoch_sizes=_epoch_sizes(cfg, cfg.size_base, fit.epochs))
     return fitted, budget.describe(cfg.time_budget, fit, times)
+
+
+def _val_batches(evaluation, splits: Splits, cfg: RunConfig, info: DistInfo) -> int:
+    """This process's val batches per validation: its loader's length (a folder's readable images, its part of
+    an HF split); a shard stream has none, so its images are counted as train shards' are and shared evenly
+    over the processes (which read whole shards: a process may read a shard more than its even share)."""
+    try:
+        return len(getattr(evaluation, 'loader', evaluation))
+    except TypeError:
+        images = count_shard_samples(list(splits.val.shards))
+        return -(-images // (info.world_size * (cfg.validation_batch_size or cfg.batch_size)))
 
 
 def logger(info: DistInfo):
