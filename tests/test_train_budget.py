@@ -182,17 +182,25 @@ def test_each_epoch_trains_at_its_size_and_evaluates_above_it(data_dir, tmp_path
     assert regzoo.resolve_data_config(model=model, use_test_size=False).input_size == (3, 32, 32)
 
 
+def _stop_and_resume(monkeypatch, argv: list[str], run_dir: Path, stop_after: int) -> tuple[tuple[int, int], list[int]]:
+    """Run ``argv`` until a SIGTERM after ``stop_after`` batches, then ``--resume`` it: the saved (epoch,
+    step_in_epoch) and the sides of the batches the resumed part trained."""
+    _spy_on_train_inputs(monkeypatch, stop_after=stop_after)
+    assert main(argv) == 128 + signal.SIGTERM
+    state = torch.load(run_dir / 'last.state.pt', weights_only=True)
+    monkeypatch.undo()
+    seen = _spy_on_train_inputs(monkeypatch)
+    assert main(['--resume', str(run_dir)]) == 0
+    return (state['epoch'], state['step_in_epoch']), seen
+
+
 def test_a_resume_mid_schedule_reproduces_the_uninterrupted_run(data_dir, tmp_path, monkeypatch):
     common = ['--data-dir', str(data_dir), *TINY, '--epochs', '3', '--train-sizes', '24', '28', '32',
               '--channels-last', '--output', str(tmp_path)]
     assert main([*common, '--experiment', 'whole']) == 0
-    seen = _spy_on_train_inputs(monkeypatch, stop_after=6)  # epoch 1 (28 px), update 2 of 4
-    assert main([*common, '--experiment', 'killed']) == 128 + signal.SIGTERM
-    state = torch.load(tmp_path / 'killed' / 'last.state.pt', weights_only=True)
-    assert (state['epoch'], state['step_in_epoch']) == (1, 2)
-    monkeypatch.undo()
-    seen = _spy_on_train_inputs(monkeypatch)
-    assert main(['--resume', str(tmp_path / 'killed')]) == 0
+    # stopped in epoch 1 (28 px), update 2 of 4
+    stopped, seen = _stop_and_resume(monkeypatch, [*common, '--experiment', 'killed'], tmp_path / 'killed', 6)
+    assert stopped == (1, 2)
     assert seen == [28] * 2 + [32] * 4  # the rest of epoch 1 at its size, then epoch 2's
     whole, killed = (load_file(tmp_path / run / 'last.safetensors') for run in ('whole', 'killed'))
     assert whole.keys() == killed.keys() and all(torch.equal(whole[k], killed[k]) for k in whole)
@@ -212,13 +220,9 @@ def test_a_cut_last_epoch_trains_its_updates_and_resumes_inside_them(data_dir, t
     rows = list(csv.DictReader((tmp_path / 'whole' / 'summary.csv').open()))
     assert len(rows) == 3 and float(rows[-1]['lr']) == pytest.approx(0.1 * (1 + math.cos(math.pi * 9 / 10)) / 2)
     monkeypatch.undo()
-    _spy_on_train_inputs(monkeypatch, stop_after=9)  # epoch 2, update 1 of its 2
-    assert main([*common, '--experiment', 'killed']) == 128 + signal.SIGTERM
-    state = torch.load(tmp_path / 'killed' / 'last.state.pt', weights_only=True)
-    assert (state['epoch'], state['step_in_epoch']) == (2, 1)
-    monkeypatch.undo()
-    seen = _spy_on_train_inputs(monkeypatch)
-    assert main(['--resume', str(tmp_path / 'killed')]) == 0
+    # stopped in epoch 2, update 1 of its 2
+    stopped, seen = _stop_and_resume(monkeypatch, [*common, '--experiment', 'killed'], tmp_path / 'killed', 9)
+    assert stopped == (2, 1)
     assert seen == [32]  # the cut epoch's one update left, kept from the resumed run's args
     whole, killed = (load_file(tmp_path / run / 'last.safetensors') for run in ('whole', 'killed'))
     assert all(torch.equal(whole[k], killed[k]) for k in whole)

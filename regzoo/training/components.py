@@ -75,6 +75,12 @@ def epoch_updates(args, updates_per_epoch: int, epoch: int) -> int:
     return updates_per_epoch
 
 
+def last_epoch_cut(args, updates_per_epoch: int) -> int | None:
+    """The updates of a last epoch cut short, None when it is whole (what the plan and the last line say)."""
+    last = epoch_updates(args, updates_per_epoch, args.epochs - 1)
+    return last if last < updates_per_epoch else None
+
+
 def lr_schedule(args, updates_per_epoch: int) -> LrSchedule:
     """Per update when asked (--sched-on-updates) or, by default, when the warmup is short (1 to
     ``SHORT_WARMUP_EPOCHS`` epochs); a per-update warmup takes at most half the run's updates, so the run reaches

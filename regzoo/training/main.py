@@ -24,7 +24,7 @@ from regzoo.training.checkpoint import (
     write_run_config,
 )
 from regzoo.training.distributed import any_process, cleanup, init_distributed
-from regzoo.training.components import epoch_updates
+from regzoo.training.components import last_epoch_cut
 from regzoo.training.engine import EpochResult, TrainParts, train_one_epoch, validate_epoch
 from regzoo.training.errors import TrainingInputError
 from regzoo.training.setup import Resumed, Run, logger, set_up, warn
@@ -221,8 +221,8 @@ def _epochs(run: Run, position: Position, stop_requested, log) -> int:
             return 128 + int(stop_requested() or signal.SIGTERM)
     log(f'best top-1 {position.best[0]:.2f} at epoch {position.best[1]}')
     if cfg.time_budget is not None:
-        last = epoch_updates(cfg, parts.sampler.updates_per_epoch, cfg.epochs - 1)
-        cut = f', the last cut to {last} update(s),' if last < parts.sampler.updates_per_epoch else ''
+        last = last_epoch_cut(cfg, parts.sampler.updates_per_epoch)
+        cut = f', the last cut to {last} update(s),' if last else ''
         log(f'trained {cfg.epochs - first_epoch} epoch(s){cut} in {clock_text(time.monotonic() - run_watch)} of '
             f'the {cfg.time_budget:g}-min budget' + (' (this resumed part)' if run.resumed else ''))
     return 0

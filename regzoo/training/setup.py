@@ -27,7 +27,7 @@ from regzoo.training.components import (
     create_mixup,
     create_optimizer,
     create_scheduler,
-    epoch_updates,
+    last_epoch_cut,
     lr_schedule,
 )
 from regzoo.training.config import RunConfig
@@ -154,9 +154,8 @@ def _plan(cfg: RunConfig, model, splits: Splits, parts: TrainParts, eval_source:
         + f' images in {splits.num_classes} classes ({splits.train_where}; val: {splits.val_where})'
         + ('; a resume restarts the stopped epoch at its start' if splits.streams else ''),
         f'  schedule  {cfg.epochs} epoch(s) x {parts.sampler.updates_per_epoch} updates'
-        + (f' (the last cut to {last})' if (last := epoch_updates(cfg, parts.sampler.updates_per_epoch,
-                                                                  cfg.epochs - 1)) < parts.sampler.updates_per_epoch
-           else '') + f', global batch '
+        + (f' (the last cut to {cut})' if (cut := last_epoch_cut(cfg, parts.sampler.updates_per_epoch)) else '')
+        + f', global batch '
         f'{cfg.global_batch_size}, lr {cfg.lr:.6g}, {cfg.sched}{parts.schedule.describe(cfg)}, {cfg.opt} wd '
         f'{cfg.weight_decay:g}',
         f'  train     random-resized crops {crops}, scale {tuple(cfg.scale)}, '
